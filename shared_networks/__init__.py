@@ -1,0 +1,9 @@
+# Copyright 2026 the xlstm-seg authors. Apache-2.0.
+"""shared_networks: the xLSTM segmentation networks every bundle references by ``_target_``.
+
+Layers: ``blocks`` (ViL, residual, ...) are composed by ``nets``; both build on ``xlstm_seg_kernels``.
+"""
+
+from .nets import XLSTMUNet
+
+__all__ = ["XLSTMUNet"]

@@ -1,0 +1,1 @@
+# Copyright 2026 the xlstm-seg authors. Apache-2.0.

@@ -1,0 +1,6 @@
+# Copyright 2026 the xlstm-seg authors. Apache-2.0.
+"""Networks: one public network per file, each for 2D and 3D where the paper defines both."""
+
+from .xlstm_unet import XLSTMUNet
+
+__all__ = ["XLSTMUNet"]
