@@ -1,1 +1,45 @@
 # Copyright 2026 the xlstm-seg authors. Apache-2.0.
+"""xlstm_bundle_tools: what our MONAI bundles share and MONAI does not provide.
+
+Bundle configs call these by ``_target_``/``$`` expressions: locating the bundle (:func:`bundle_root`), folds of a
+datalist, input checks that name the file, atomic checkpoints and outputs, per-case metric CSVs and pictures.
+It sits in the bundle layer: it may import ``shared_networks`` and ``xlstm_seg_kernels``, never the reverse.
+"""
+
+from .checkpoint import AtomicCheckpointSaver
+from .checks import CheckCased, InvalidInputError, check_cases, check_nifti_case, load_nifti
+from .datalist import DatalistError, assign_folds, load_fold, write_datalist
+from .io import AtomicNibabelWriter, AtomicPILWriter, AtomicSaveImaged, atomic_write, atomic_write_json, atomic_write_text
+from .metrics import CaseMetricsSaver, OrganDiceNSD, case_id_of, spacing_of
+from .paths import bundle_root
+from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
+from .training import GradientClipping, deep_supervision_weights
+
+__all__ = [
+    "AtomicCheckpointSaver",
+    "AtomicNibabelWriter",
+    "AtomicPILWriter",
+    "AtomicSaveImaged",
+    "CaseMetricsSaver",
+    "CheckCased",
+    "DatalistError",
+    "GradientClipping",
+    "InvalidInputError",
+    "OrganDiceNSD",
+    "OverlaySaver",
+    "TrainingCurvePlotter",
+    "assign_folds",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "bundle_root",
+    "case_id_of",
+    "check_cases",
+    "check_nifti_case",
+    "deep_supervision_weights",
+    "load_fold",
+    "load_nifti",
+    "overlay_figure",
+    "spacing_of",
+    "write_datalist",
+]

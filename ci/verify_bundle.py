@@ -1,0 +1,299 @@
+# Copyright 2026 the xlstm-seg authors. Apache-2.0.
+"""Verify a bundle the way MONAI's model zoo does, offline, plus what MONAI Label and our users rely on.
+
+    python ci/verify_bundle.py bundles/xlstm_unet_amos3d [--quick]
+
+Checks, in order (each prints PASS/FAIL; the exit code is the number of failures):
+
+1. files: LICENSE, configs/{metadata,train,inference,evaluate,multi_gpu_train}.json, configs/logging.conf,
+   docs/README.md, docs/data_license.txt, scripts/make_demo_data.py, scripts/prepare_data.py;
+2. version: ``version`` is a key of ``changelog``;
+3. metadata: ``monai.bundle.verify_metadata`` against the schema it names, from ``../shared/schemas`` (no download);
+4. properties: ``ConfigWorkflow.check_properties()`` for train, train+evaluate and infer returns nothing missing or
+   miswired (MONAI 1.6 property sets), on a tiny demo dataset made with the bundle's own scripts;
+5. net in/out: ``monai.bundle.verify_net_in_out`` on ``network_def`` of inference.json;
+6. MONAI Label keys: the inference config as MONAI Label's BundleInferTask reads it (first input/output keys of the
+   metadata used by pre/post-processing, channel_def, dimension; SaveImaged filtered out) runs on one demo image and
+   returns a uint8 label map on the image's grid; train.json exposes ``train#dataset#data``, ``validate#dataset#data``,
+   ``train#handlers`` (a list), ``network`` and ``train#trainer#max_epochs``;
+7. runs (skipped with --quick): ``python -m monai.bundle run training`` and then plain ``run`` of inference.json,
+   both from a foreign working directory, with the bundle's configs/demo.json and one short epoch.
+
+Bundles follow the conventions in docs/adding_a_bundle.md (demo generator and preparation script with
+``--output``/``--source`` arguments, a ``configs/demo.json`` override for small CPU runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED_FILES = [
+    "LICENSE",
+    "configs/metadata.json",
+    "configs/train.json",
+    "configs/inference.json",
+    "configs/evaluate.json",
+    "configs/multi_gpu_train.json",
+    "configs/logging.conf",
+    "configs/demo.json",
+    "docs/README.md",
+    "docs/data_license.txt",
+    "scripts/make_demo_data.py",
+    "scripts/prepare_data.py",
+]
+SCHEMA_DIRS = [REPO.parent / "shared" / "schemas", REPO / "shared" / "schemas"]
+
+
+class Verifier:
+    def __init__(self, bundle: Path, work: Path) -> None:
+        self.bundle = bundle.resolve()
+        self.work = work
+        self.failures: list[str] = []
+        self._dataset_dir: Path | None = None
+
+    # ---------------------------------------------------------------- plumbing
+    def check(self, name: str, fn: Callable[[], str | None]) -> None:
+        try:
+            detail = fn()
+            print(f"PASS  {name}" + (f": {detail}" if detail else ""), flush=True)
+        except Exception as err:  # report every check, not just the first failure
+            self.failures.append(name)
+            print(f"FAIL  {name}: {type(err).__name__}: {err}", flush=True)
+            if os.environ.get("VERIFY_TRACEBACK"):
+                traceback.print_exc()
+
+    def config(self, name: str) -> Path:
+        return self.bundle / "configs" / name
+
+    def overrides(self) -> dict:
+        """Config overrides for checks on the demo data: demo sizes, outputs in the work folder."""
+        demo = json.loads(self.config("demo.json").read_text())
+        return {
+            **demo,
+            "bundle_root": str(self.bundle),
+            "dataset_dir": str(self.dataset_dir()),
+            "ckpt_dir": str(self.work / "models"),
+            "output_dir": str(self.work / "eval"),
+            "num_workers": 0,
+        }
+
+    def dataset_dir(self) -> Path:
+        """A tiny demo dataset made and prepared with the bundle's own scripts (once)."""
+        if self._dataset_dir is None:
+            raw, prepared = self.work / "demo_raw", self.work / "demo_prepared"
+            python = [sys.executable]
+            run = dict(check=True, capture_output=True, text=True, cwd=self.work)
+            try:
+                subprocess.run(python + [str(self.bundle / "scripts/make_demo_data.py"), "--output", str(raw),
+                                         *self.demo_size_args()], **run)
+                subprocess.run(python + [str(self.bundle / "scripts/prepare_data.py"), "--source", str(raw),
+                                         "--output", str(prepared)], **run)
+            except subprocess.CalledProcessError as err:
+                raise RuntimeError(f"{err.cmd[1]} failed:\n{err.stdout}\n{err.stderr}") from err
+            self._dataset_dir = prepared
+        return self._dataset_dir
+
+    def demo_size_args(self) -> list[str]:
+        """The smallest demo each generator accepts for 5 folds (its --help lists the options)."""
+        help_text = subprocess.run([sys.executable, str(self.bundle / "scripts/make_demo_data.py"), "--help"],
+                                   capture_output=True, text=True, check=True).stdout
+        args = []
+        for option, value in (("--train", "5"), ("--val", "1"), ("--test", "1"), ("--ct", "1"), ("--cases", "6")):
+            if option in help_text:
+                args += [option, value]
+        return args
+
+    # ---------------------------------------------------------------- checks
+    def files(self) -> str:
+        missing = [f for f in REQUIRED_FILES if not (self.bundle / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"missing {missing}")
+        for name in ("metadata.json", "train.json", "inference.json", "evaluate.json", "multi_gpu_train.json",
+                     "demo.json"):
+            json.loads(self.config(name).read_text())
+        return f"{len(REQUIRED_FILES)} files"
+
+    def version(self) -> str:
+        meta = json.loads(self.config("metadata.json").read_text())
+        if meta.get("version") not in meta.get("changelog", {}):
+            raise ValueError(f"version {meta.get('version')!r} has no changelog entry")
+        return meta["version"]
+
+    def metadata(self) -> str:
+        from monai.bundle import verify_metadata
+
+        meta = json.loads(self.config("metadata.json").read_text())
+        schema_name = meta["schema"].rsplit("/", 1)[-1]
+        source = next((d / schema_name for d in SCHEMA_DIRS if (d / schema_name).is_file()), None)
+        if source is None:
+            raise FileNotFoundError(f"{schema_name} not found in {[str(d) for d in SCHEMA_DIRS]}")
+        target = self.work / "schema" / schema_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)  # verify_metadata skips its download when the file exists
+        verify_metadata(meta_file=str(self.config("metadata.json")), filepath=str(target))
+        return schema_name
+
+    def properties(self, workflow_type: str, configs: list[str], extra: dict | None = None) -> str:
+        from monai.bundle import ConfigWorkflow
+
+        workflow = ConfigWorkflow(
+            config_file=[str(self.config(c)) for c in configs],
+            meta_file=str(self.config("metadata.json")),
+            logging_file=False,
+            workflow_type=workflow_type,
+            **{**self.overrides(), **(extra or {})},
+        )
+        sys.path.insert(0, str(self.bundle))
+        try:
+            workflow.initialize()
+            problems = workflow.check_properties()
+        finally:
+            sys.path.remove(str(self.bundle))
+        if problems:
+            raise ValueError(f"missing or miswired properties: {problems}")
+        return f"{workflow_type} ({' + '.join(configs)})"
+
+    def net_in_out(self) -> str:
+        from monai.bundle import verify_net_in_out
+
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(self.config("metadata.json")),
+            config_file=str(self.config("inference.json")),
+            bundle_root=str(self.bundle),
+            **{k: v for k, v in self.overrides().items() if k.startswith("network_def")},
+        )
+        return "network_def"
+
+    def monailabel_keys(self) -> str:
+        import torch
+        from monai.bundle import ConfigParser
+        from monai.transforms import Compose, LoadImaged, SaveImaged
+
+        meta = json.loads(self.config("metadata.json").read_text())
+        image_key, image_spec = next(iter(meta["network_data_format"]["inputs"].items()))
+        pred_key, pred_spec = next(iter(meta["network_data_format"]["outputs"].items()))
+        if (image_key, pred_key) != ("image", "pred"):
+            raise ValueError(f"MONAI Label and verify_net_in_out read inputs.image/outputs.pred; got {image_key}, {pred_key}")
+        labels = {v.lower(): int(k) for k, v in pred_spec.get("channel_def", {}).items() if v.lower() != "background"}
+        if not labels:
+            raise ValueError("outputs.pred.channel_def gives MONAI Label no labels")
+        dimension = len(image_spec["spatial_shape"])
+
+        parser = ConfigParser()
+        parser.read_config(str(self.config("inference.json")))
+        parser.update({"bundle_root": str(self.bundle), "device": "cpu", **{
+            k: v for k, v in self.overrides().items() if k.startswith("network_def") or k in (
+                "target_spacing", "patch_size", "image_size", "dataset_dir")}})
+        for key in ("network_def", "preprocessing", "postprocessing", "inferer"):
+            if key not in parser:
+                raise KeyError(f"inference.json has no '{key}', which MONAI Label reads")
+        network = parser.get_parsed_content("network_def").eval()
+        pre = parser.get_parsed_content("preprocessing")
+        pre = list(pre.transforms) if isinstance(pre, Compose) else list(pre)
+        if not any(isinstance(t, LoadImaged) for t in pre):
+            raise ValueError("preprocessing has no LoadImaged for MONAI Label to wrap")
+        post = parser.get_parsed_content("postprocessing")
+        post = [t for t in (post.transforms if isinstance(post, Compose) else post) if not isinstance(t, SaveImaged)]
+        inferer = parser.get_parsed_content("inferer")
+        data = json.loads((self.dataset_dir() / "datalist.json").read_text())
+        entry = data["testing"][0] if data.get("testing") else data["training"][0]
+        image_path = entry["image"]
+        image_path = image_path if os.path.isabs(str(image_path)) else str(self.dataset_dir() / image_path)
+        sample = Compose(pre)({image_key: image_path})
+        if image_key not in sample:
+            raise KeyError(f"preprocessing does not produce '{image_key}'")
+        with torch.no_grad():
+            sample[pred_key] = inferer(sample[image_key][None], network)[0]
+        out = Compose(post)(sample)[pred_key]
+        if out.dtype not in (torch.uint8, torch.float32):
+            raise TypeError(f"postprocessing ends with {out.dtype}; MONAI Label's ITK writer needs uint8 or float")
+        original = tuple(out.meta.get("spatial_shape", ())) if hasattr(out, "meta") else ()
+        if original and tuple(out.shape[-dimension:]) != tuple(int(s) for s in original):
+            raise ValueError(f"prediction grid {tuple(out.shape)} is not the input's {original}")
+
+        train = ConfigParser()
+        train.read_config(str(self.config("train.json")))
+        for key in ("train#dataset#data", "validate#dataset#data", "network", "train#trainer#max_epochs"):
+            if key not in train:
+                raise KeyError(f"train.json has no '{key}', which MONAI Label's BundleTrainTask overrides")
+        if not isinstance(train["train#handlers"], list):
+            raise TypeError("train#handlers must be a plain list (MONAI Label inserts a CheckpointLoader into it)")
+        return f"{dimension}D, {len(labels)} labels, pred {out.dtype} on the input grid"
+
+    def runs(self) -> str:
+        """`run training` then plain `run` (inference), both from a foreign working directory."""
+        foreign = self.work / "elsewhere"
+        foreign.mkdir(exist_ok=True)
+        overrides = {**self.overrides(), "epochs": 1, "iterations_per_epoch": 2, "val_interval": 1}
+        overrides.pop("bundle_root")  # the bundle must find itself
+        args = []
+        for key, value in overrides.items():
+            args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+        train_cfg = f"['{self.config('train.json')}','{self.config('demo.json')}']"
+        base = [sys.executable, "-m", "monai.bundle", "run"]
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        for cmd in (base + ["training", "--config_file", train_cfg] + args,
+                    base + ["--config_file", f"['{self.config('inference.json')}','{self.config('demo.json')}']",
+                            "--output_dir", str(self.work / "predictions")] + args):
+            result = subprocess.run(cmd, cwd=foreign, capture_output=True, text=True, env=env)
+            if result.returncode:
+                raise RuntimeError(f"{' '.join(cmd[3:5])} failed (exit {result.returncode}):\n{result.stdout[-3000:]}"
+                                   f"\n{result.stderr[-3000:]}")
+        if not (self.work / "models" / "model.pt").is_file():
+            raise FileNotFoundError("training wrote no models/model.pt")
+        masks = sorted((self.work / "predictions").rglob("*"))
+        masks = [m for m in masks if m.is_file()]
+        if not masks:
+            raise FileNotFoundError("inference wrote no masks")
+        return f"checkpoint + {len(masks)} mask(s) from {foreign}"
+
+    def run_all(self, quick: bool) -> int:
+        print(f"verifying {self.bundle}", flush=True)
+        self.check("files", self.files)
+        self.check("version/changelog", self.version)
+        self.check("metadata schema", self.metadata)
+        self.check("properties: train", lambda: self.properties("train", ["train.json", "demo.json"]))
+        self.check("properties: train+evaluate",
+                   lambda: self.properties("train", ["train.json", "evaluate.json", "demo.json"]))
+        self.check("properties: infer",
+                   lambda: self.properties("infer", ["inference.json", "demo.json"], {"load_pretrain": False}))
+        self.check("verify_net_in_out", self.net_in_out)
+        self.check("MONAI Label keys", self.monailabel_keys)
+        if not quick:
+            self.check("run training + run inference from a foreign cwd", self.runs)
+        print(f"{len(self.failures)} failed" + (f": {self.failures}" if self.failures else ""), flush=True)
+        return len(self.failures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundles", nargs="+", type=Path, help="bundle folders")
+    parser.add_argument("--quick", action="store_true", help="skip the training/inference runs")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args(argv)
+    failures = 0
+    for bundle in args.bundles:
+        work = Path(tempfile.mkdtemp(prefix=f"verify_{bundle.name}_"))
+        try:
+            failures += Verifier(bundle, work).run_all(args.quick)
+        finally:
+            if args.keep:
+                print(f"work folder kept: {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+    return failures
+
+
+if __name__ == "__main__":
+    sys.exit(main())
