@@ -87,6 +87,10 @@ class Verifier:
             "num_workers": 0,
         }
 
+    def property_overrides(self) -> dict:
+        """Property checks instantiate datasets: keep them from caching (loading) every case."""
+        return {**self.overrides(), "cache_rate": 0.0}
+
     def dataset_dir(self) -> Path:
         """A tiny demo dataset made and prepared with the bundle's own scripts (once)."""
         if self._dataset_dir is None:
@@ -151,7 +155,7 @@ class Verifier:
             meta_file=str(self.config("metadata.json")),
             logging_file=False,
             workflow_type=workflow_type,
-            **{**self.overrides(), **(extra or {})},
+            **{**self.property_overrides(), **(extra or {})},
         )
         sys.path.insert(0, str(self.bundle))
         try:

@@ -1,0 +1,95 @@
+# Copyright 2026 the xlstm-seg authors. Apache-2.0.
+"""The two public functions of this package, :func:`cross_scan` and :func:`cross_merge`, and their backend switch."""
+
+from __future__ import annotations
+
+import torch
+
+from .._dispatch import resolve_backend, triton_available
+from .torch_impl import cross_merge_torch, cross_scan_torch
+
+__all__ = ["cross_scan", "cross_merge", "BACKENDS"]
+
+
+def _scan_triton(x):
+    from .triton_impl import cross_scan_triton  # lazy: importing triton costs seconds and may be absent
+
+    return cross_scan_triton(x)
+
+
+def _merge_triton(y, height, width):
+    from .triton_impl import cross_merge_triton
+
+    return cross_merge_triton(y, height, width)
+
+
+# op -> backend -> implementation
+BACKENDS = {
+    "cross_scan": {"torch": cross_scan_torch, "triton": _scan_triton},
+    "cross_merge": {"torch": cross_merge_torch, "triton": _merge_triton},
+}
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _resolve(op: str, backend: str, t: torch.Tensor) -> str:
+    auto = "triton" if (t.is_cuda and triton_available(t) and t.dtype != torch.float64) else "torch"
+    name = resolve_backend(op, backend, tuple(BACKENDS[op]), t, auto)
+    if name == "triton" and t.dtype == torch.float64:
+        raise ValueError(f"{op}: backend='triton' takes float16, bfloat16 or float32, not float64.")
+    return name
+
+
+def cross_scan(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """SS2D cross-scan: flatten a feature map in the four VMamba/VM-UNet scan orders.
+
+    Output direction ``k`` at sequence index ``i`` (L = H·W):
+
+    * k = 0, row-major: ``x[..., i // W, i % W]``
+    * k = 1, column-major (the transposed map): ``x[..., i % H, i // H]``
+    * k = 2, k = 0 reversed; k = 3, k = 1 reversed.
+
+    Viewed as (B, 4·C, L) this is the ``u`` of :func:`~xlstm_seg_kernels.selective_scan` with the directions stacked
+    as channel groups. The backward is :func:`cross_merge`.
+
+    Args:
+        x: feature map of shape (B, C, H, W), any strides (a channels-last view is read in place by Triton).
+        backend: ``"auto"`` (``"triton"`` for CUDA tensors when triton is installed, except float64; else ``"torch"``),
+            ``"torch"`` or ``"triton"``. An explicit backend that cannot run raises.
+
+    Returns:
+        The four sequences, of shape (B, 4, C, H·W), contiguous, in ``x``'s dtype.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or 0 in x.shape:
+        shape = tuple(getattr(x, "shape", ()))
+        raise ValueError(f"cross_scan: x must be a non-empty (B, C, H, W) tensor; got {shape}.")
+    if x.dtype not in _FLOATS:
+        raise ValueError(f"cross_scan: x must be float16, bfloat16, float32 or float64; got {x.dtype}.")
+    return BACKENDS["cross_scan"][_resolve("cross_scan", backend, x)](x)
+
+
+def cross_merge(y: torch.Tensor, height: int, width: int, *, backend: str = "auto") -> torch.Tensor:
+    """SS2D cross-merge: map the four direction sequences back to row-major order and sum them.
+
+    The adjoint of :func:`cross_scan`, so ``cross_merge(cross_scan(x), H, W) == 4 · x.flatten(2)``.
+
+    Args:
+        y: the four sequences, of shape (B, 4, C, L) with L = height·width, in :func:`cross_scan`'s order (e.g. the
+            selective-scan output (B, 4·C, L) viewed as (B, 4, C, L)).
+        height: H of the feature map the sequences came from.
+        width: W of the feature map.
+        backend: as :func:`cross_scan`.
+
+    Returns:
+        The sum in row-major order, of shape (B, C, H·W), in ``y``'s dtype (half inputs are summed in float32).
+    """
+    if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[1] != 4 or 0 in y.shape:
+        shape = tuple(getattr(y, "shape", ()))
+        raise ValueError(f"cross_merge: y must be a non-empty (B, 4, C, L) tensor; got {shape}.")
+    if int(height) < 1 or int(width) < 1 or y.shape[3] != int(height) * int(width):
+        raise ValueError(
+            f"cross_merge: y's last dim L = {y.shape[3]} must equal height·width = {height}·{width} with both >= 1."
+        )
+    if y.dtype not in _FLOATS:
+        raise ValueError(f"cross_merge: y must be float16, bfloat16, float32 or float64; got {y.dtype}.")
+    return BACKENDS["cross_merge"][_resolve("cross_merge", backend, y)](y, int(height), int(width))

@@ -1,0 +1,327 @@
+# Copyright 2026 the xlstm-seg authors. Apache-2.0.
+"""The selective scan (Mamba-1 S6) in pure PyTorch: a sequential reference and a faster chunked form.
+
+Both compute, per batch element ``b`` and channel ``d``, with ``dt = softplus(delta + delta_bias)`` (the softplus only
+when ``delta_softplus``)::
+
+    h_t[n] = exp(dt_t · A[d, n]) · h_{t-1}[n] + dt_t · B_t[n] · u_t          h_{-1} = 0, n = 0..N-1
+    y_t    = Σ_n C_t[n] · h_t[n] + D[d] · u_t
+    out_t  = y_t · silu(z_t)                                                   (only when z is given)
+
+``B_t``/``C_t`` are the rows of B/C that serve channel ``d`` at step ``t``: ``B[d, :]`` for (D, N), ``B[b, :, t]`` for
+(B, N, L), ``B[b, d // (D/G), :, t]`` for (B, G, N, L).
+
+- :func:`selective_scan_reference` runs that loop one step at a time under autograd: the ground truth, slow.
+- :func:`selective_scan_chunked` is an autograd Function with a hand-written backward. Per chunk of ``T`` steps it
+  computes every decay ``exp(dt·A)``, every input ``dt·B·u`` and the C-contraction as whole-chunk tensor ops (bmm
+  where B/C vary in time); only the recurrence itself ``h = a ⊙ h + b`` stays a loop, one fused in-place op per step.
+  The backward recomputes each chunk's states from the chunk-start states saved by the forward (L/T of them, not
+  all L) and runs the adjoint recurrence ``g_t = dy_t C_t + a_{t+1} ⊙ g_{t+1}`` backwards the same way.
+
+Why not a fully parallel (log-space cumsum) chunk: with per-channel-and-state decays ``A (D, N)`` the decay matrix
+cannot be factored into a matrix product as in Mamba-2. The stable parallel form needs the masked ``exp(S_t - S_s)``
+for every pair of steps in a chunk, i.e. ``T×`` the exps of the recurrence, and the cheap form
+``exp(S_t) · cumsum(exp(-S_s) …)`` divides by a cumulative product that under- or overflows. On the CPU, exp is the
+dominant cost and one fused op per step is cheap, so the chunked recurrence is the faster stable form (README).
+
+Computation runs in float64 when any input is float64 and in float32 otherwise (half inputs included). The output has
+``out_dtype`` (default ``u.dtype``); the last state is float32 (float64 for float64 inputs).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+__all__ = ["selective_scan_reference", "selective_scan_chunked", "compute_dtype", "CHUNK_TARGET_ELEMENTS"]
+
+# The chunked form sizes its chunk so that one (T, B, D, N) tensor holds about this many elements: big enough that the
+# whole-chunk ops amortise their overhead, small enough that the handful of such tensors stays in cache-friendly MBs.
+CHUNK_TARGET_ELEMENTS = 1 << 20
+
+_SOFTPLUS_THRESHOLD = 20.0  # F.softplus's default, and mamba-ssm's: above it softplus(x) = x
+
+
+def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    """float64 if any given tensor is float64, else float32 (half inputs are computed in float32)."""
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _dt(delta: torch.Tensor, delta_bias: torch.Tensor | None, softplus: bool, dtype: torch.dtype) -> torch.Tensor:
+    dt = delta.to(dtype)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(dtype)[:, None]
+    return F.softplus(dt) if softplus else dt
+
+
+def _per_channel(bc: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """B or C as a tensor indexable by [..., t] into something broadcastable to (batch, D, N)."""
+    bc = bc.to(dtype)
+    if bc.ndim == 2:  # (D, N): the same for every step
+        return bc[None, :, :, None]
+    if bc.ndim == 3:  # (B, N, L): shared by every channel
+        return bc[:, None]
+    return bc.repeat_interleave(dim // bc.shape[1], dim=1)  # (B, G, N, L) -> (B, D, N, L)
+
+
+def selective_scan_reference(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Step-by-step selective scan under autograd: the ground truth. Shapes as :func:`selective_scan`.
+
+    One Python iteration per step; gradients come from autograd through the loop (including through the last state).
+    """
+    dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    batch, dim, length = u.shape
+    u_ = u.to(dtype)
+    dt = _dt(delta, delta_bias, delta_softplus, dtype)
+    A_ = A.to(dtype)
+    Bx, Cx = _per_channel(B, dim, dtype), _per_channel(C, dim, dtype)
+    # per-step slices via unbind: its backward is one stack, where indexing [..., t] in the loop would make autograd
+    # write a full-size gradient per step (O(L²) work)
+    dts, us = dt.unbind(-1), u_.unbind(-1)
+    Bs = Bx.unbind(-1) if Bx.shape[-1] == length else [Bx[..., 0]] * length
+    Cs = Cx.unbind(-1) if Cx.shape[-1] == length else [Cx[..., 0]] * length
+    h = u_.new_zeros(batch, dim, A.shape[1])
+    ys = []
+    for t in range(length):
+        h = torch.exp(dts[t][..., None] * A_) * h + (dts[t] * us[t])[..., None] * Bs[t]
+        ys.append((h * Cs[t]).sum(-1))
+    y = torch.stack(ys, dim=-1)
+    if D is not None:
+        y = y + u_ * D.to(dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(dtype))
+    out = y.to(out_dtype or u.dtype)
+    return (out, h) if return_last_state else out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Chunked form. Internal layout: time first, so one step's slice is contiguous, and channels last, so that reductions
+# over N run along long contiguous rows (with N = 16 innermost the C-contraction and Σ_n s·A were 3-4x slower on the
+# CPU): u, dt (L, B, D); states, decays, inputs (T, B, N, D); time-varying B/C (L, B, N, G); constant B/C and A
+# transposed to (N, D).
+
+
+def _bc_time_major(bc: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    bc = bc.to(dtype)
+    if bc.ndim == 2:
+        return bc.t().contiguous()  # (N, D)
+    if bc.ndim == 3:
+        bc = bc[:, None]
+    return bc.permute(3, 0, 2, 1).contiguous()  # (L, B, N, G)
+
+
+def _expand_bc(w: torch.Tensor, bc: torch.Tensor) -> torch.Tensor:
+    """w[t, b, d] · bc[t, b, n, group(d)] (or bc[n, d]): (T, B, D) -> (T, B, N, D)."""
+    if bc.ndim == 2:
+        return w.unsqueeze(2) * bc
+    steps, batch, n, groups = bc.shape
+    dim = w.shape[-1]
+    out = w.view(steps, batch, 1, groups, dim // groups) * bc.view(steps, batch, n, groups, 1)
+    return out.view(steps, batch, n, dim)
+
+
+def _contract_n(x: torch.Tensor, bc: torch.Tensor) -> torch.Tensor:
+    """Σ_n x[t, b, n, d] · bc[t, b, n, group(d)] (or bc[n, d]): (T, B, N, D) -> (T, B, D)."""
+    if bc.ndim == 2:
+        return (x * bc).sum(2)
+    steps, batch, n, groups = bc.shape
+    dim = x.shape[-1]
+    prod = x.view(steps, batch, n, groups, dim // groups) * bc.view(steps, batch, n, groups, 1)
+    return prod.sum(2).view(steps, batch, dim)
+
+
+def _contract_d(w: torch.Tensor, x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Σ_{d in group} w[t, b, d] · x[t, b, n, d]: (T, B, D), (T, B, N, D) -> (T, B, N, G)."""
+    steps, batch, n, dim = x.shape
+    prod = x.view(steps, batch, n, groups, dim // groups) * w.view(steps, batch, 1, groups, dim // groups)
+    return prod.sum(-1)
+
+
+def _chunk_inputs(dt: torch.Tensor, dtu: torch.Tensor, A_t: torch.Tensor, Bc: torch.Tensor):
+    """Decays a = exp(dt·A) and inputs b = dt·u·B of one chunk, both (T, B, N, D)."""
+    return torch.exp(dt.unsqueeze(2) * A_t), _expand_bc(dtu, Bc)
+
+
+def _run_states(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """In place: b[t] <- a[t] ⊙ h_{t-1} + b[t], starting from h; returns b, now the states (T, B, N, D)."""
+    for a_t, b_t in zip(a.unbind(0), b.unbind(0)):  # unbind: one call for all step views, cheaper than b[t]
+        h = b_t.addcmul_(a_t, h)
+    return b
+
+
+def _chunk_size(batch: int, dim: int, n: int, length: int) -> int:
+    per_step = max(1, batch * dim * n)
+    size = 8
+    while size < 512 and size * 2 * per_step <= CHUNK_TARGET_ELEMENTS:
+        size *= 2
+    return min(size, length)
+
+
+class _ChunkedScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, out_dtype, chunk):
+        dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+        batch, dim, length = u.shape
+        n = A.shape[1]
+        uT = u.to(dtype).permute(2, 0, 1).contiguous()
+        dtT = _dt(delta, delta_bias, softplus, dtype).permute(2, 0, 1).contiguous()
+        A_t = A.to(dtype).t().contiguous()
+        Bt, Ct = _bc_time_major(B, dtype), _bc_time_major(C, dtype)
+        chunk = chunk or _chunk_size(batch, dim, n, length)
+        dtu = dtT * uT
+
+        h = uT.new_zeros(batch, n, dim)
+        starts = []
+        yT = torch.empty_like(uT)
+        for t0 in range(0, length, chunk):
+            sl = slice(t0, min(length, t0 + chunk))
+            starts.append(h)
+            a, b = _chunk_inputs(dtT[sl], dtu[sl], A_t, Bt if Bt.ndim == 2 else Bt[sl])
+            states = _run_states(a, b, h)
+            yT[sl] = _contract_n(states, Ct if Ct.ndim == 2 else Ct[sl])
+            h = states[-1].clone()  # a copy: a view would keep the whole chunk alive
+        if D is not None:
+            yT.addcmul_(uT, D.to(dtype))
+        y = yT.permute(1, 2, 0)
+        out = y * F.silu(z.to(dtype)) if z is not None else y
+        out = out.to(out_dtype or u.dtype)
+
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, torch.stack(starts))
+        ctx.softplus, ctx.chunk = softplus, chunk
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None: skip its work
+        return out, h.transpose(1, 2).contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
+        dtype = starts.dtype
+        batch, dim, length = u.shape
+        n = A.shape[1]
+        chunk = ctx.chunk
+        uT = u.to(dtype).permute(2, 0, 1).contiguous()
+        x = delta.to(dtype) + (delta_bias.to(dtype)[:, None] if delta_bias is not None else 0.0)
+        dtT = (F.softplus(x) if ctx.softplus else x).permute(2, 0, 1).contiguous()
+        A_t = A.to(dtype).t().contiguous()
+        D_ = D.to(dtype) if D is not None else None
+        Bt, Ct = _bc_time_major(B, dtype), _bc_time_major(C, dtype)
+        dtu = dtT * uT
+        zT = z.to(dtype).permute(2, 0, 1) if z is not None else None
+        doutT = dout.to(dtype).permute(2, 0, 1) if dout is not None else uT.new_zeros(uT.shape)
+
+        du, ddt = torch.empty_like(uT), torch.empty_like(uT)
+        dz = torch.empty_like(uT) if z is not None else None
+        dA = torch.zeros_like(A_t)
+        dD = uT.new_zeros(dim) if D is not None else None
+        dB, dC = torch.zeros_like(Bt), torch.zeros_like(Ct)
+        # w = a_{t+1} ⊙ g_{t+1} carried from the chunk after; beyond the end it is dL/d(last state)
+        w = dlast.to(dtype).transpose(1, 2) if dlast is not None else uT.new_zeros(batch, n, dim)
+        for idx in reversed(range(starts.shape[0])):
+            sl = slice(idx * chunk, min(length, (idx + 1) * chunk))
+            Bc = Bt if Bt.ndim == 2 else Bt[sl]
+            Cc = Ct if Ct.ndim == 2 else Ct[sl]
+            dt_c, dtu_c, u_c = dtT[sl], dtu[sl], uT[sl]
+            a, b = _chunk_inputs(dt_c, dtu_c, A_t, Bc)
+            h0 = starts[idx]
+            states = _run_states(a, b, h0)
+            dy = doutT[sl]
+            if z is not None:
+                y = _contract_n(states, Cc)
+                if D_ is not None:
+                    y = y.addcmul(u_c, D_)
+                z_c = zT[sl]
+                sz = torch.sigmoid(z_c)
+                dz[sl] = dy * y * sz * (1 + z_c * (1 - sz))
+                dy = dy * z_c * sz
+            if D_ is not None:
+                dD += (dy * u_c).sum((0, 1))
+            # adjoint recurrence, in place: g_t = dy_t C_t + a_{t+1} ⊙ g_{t+1}
+            g = _expand_bc(dy, Cc)
+            g_steps, a_steps = g.unbind(0), a.unbind(0)
+            g_steps[-1].add_(w)
+            for t in range(g.shape[0] - 2, -1, -1):
+                g_steps[t].addcmul_(a_steps[t + 1], g_steps[t + 1])
+            w = a[0] * g[0]
+            # dC from the states; dB, du, ddt from g; dA and ddt from s_t = g_t ⊙ a_t ⊙ h_{t-1}
+            if Ct.ndim == 2:
+                dC += (states * dy.unsqueeze(2)).sum((0, 1))
+            else:
+                dC[sl] = _contract_d(dy, states, Ct.shape[3])
+            gB = _contract_n(g, Bc)
+            if Bt.ndim == 2:
+                dB += (g * dtu_c.unsqueeze(2)).sum((0, 1))
+            else:
+                dB[sl] = _contract_d(dtu_c, g, Bt.shape[3])
+            s = g.mul_(a)  # in place: g is no longer needed; s_t = g_t a_t h_{t-1}, h_{-1} of the chunk = h0
+            s[1:].mul_(states[:-1])
+            s[0].mul_(h0)
+            dA += (s * dt_c.unsqueeze(2)).sum((0, 1))
+            ddt[sl] = (s * A_t).sum(2) + u_c * gB
+            du[sl] = dt_c * gB
+            if D_ is not None:
+                du[sl] += dy * D_
+
+        if ctx.softplus:
+            xT = x.permute(2, 0, 1)
+            ddt = ddt * torch.where(xT > _SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(xT))
+        ddelta_bias = ddt.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
+        grads_bc = []
+        for grad, orig in ((dB, B), (dC, C)):
+            if orig.ndim == 2:
+                grad = grad.t()  # (N, D) -> (D, N)
+            else:
+                grad = grad.permute(1, 3, 2, 0)  # (L, B, N, G) -> (B, G, N, L)
+                if orig.ndim == 3:
+                    grad = grad[:, 0]
+            grads_bc.append(grad.to(orig.dtype))
+        return (
+            du.permute(1, 2, 0).to(u.dtype),
+            ddt.permute(1, 2, 0).to(delta.dtype),
+            dA.t().to(A.dtype),
+            *grads_bc,
+            dD.to(D.dtype) if D is not None else None,
+            dz.permute(1, 2, 0).to(z.dtype) if z is not None else None,
+            ddelta_bias,
+            None,
+            None,
+            None,
+        )
+
+
+def selective_scan_chunked(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    out_dtype: torch.dtype | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Chunked selective scan with a recomputing backward. Shapes as :func:`selective_scan`.
+
+    Args:
+        chunk_size: steps per chunk; ``None`` sizes it to about ``CHUNK_TARGET_ELEMENTS`` per (T, B, D, N) tensor.
+            Memory kept for the backward is the inputs plus ``ceil(L / chunk_size)`` states of (B, D, N).
+
+    The gradient of the last state is propagated (mamba-ssm ignores it).
+    """
+    out, last = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, chunk_size)
+    return (out, last) if return_last_state else out
