@@ -101,7 +101,7 @@ def mlstm(
     """
     _check_inputs(q, k, v, igate, fgate, chunk_size, initial_state)
     seq = q.shape[2]
-    if triton_available(q) and q.is_cuda:
+    if q.is_cuda and triton_available(q) and q.dtype in (torch.float32, torch.bfloat16, torch.float16):
         auto = "triton"
     else:
         auto = "parallel" if seq <= PARALLEL_MAX_SEQ_LEN else "chunkwise"
