@@ -4,6 +4,6 @@
 Layers: ``blocks`` (ViL, residual, ...) are composed by ``nets``; both build on ``xlstm_seg_kernels``.
 """
 
-from .nets import XLSTMUNet
+from .nets import SegXLSTM, XLSTMUNet
 
-__all__ = ["XLSTMUNet"]
+__all__ = ["XLSTMUNet", "SegXLSTM"]

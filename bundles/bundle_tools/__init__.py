@@ -10,10 +10,11 @@ from .checkpoint import AtomicCheckpointSaver
 from .checks import CheckCased, InvalidInputError, check_cases, check_nifti_case, load_nifti
 from .datalist import DatalistError, assign_folds, load_fold, write_datalist
 from .io import AtomicNibabelWriter, AtomicPILWriter, AtomicSaveImaged, atomic_write, atomic_write_json, atomic_write_text
-from .metrics import CaseMetricsSaver, OrganDiceNSD, case_id_of, spacing_of
+from .metrics import CaseMetricsSaver, OrganDiceNSD, RegionDiceHD95, case_id_of, channel_pairs, spacing_of
 from .paths import bundle_root
 from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
 from .training import GradientClipping, deep_supervision_weights
+from .transforms import MirrorTTAInferer, RegionsToLabelsd
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -25,8 +26,11 @@ __all__ = [
     "DatalistError",
     "GradientClipping",
     "InvalidInputError",
+    "MirrorTTAInferer",
     "OrganDiceNSD",
     "OverlaySaver",
+    "RegionDiceHD95",
+    "RegionsToLabelsd",
     "TrainingCurvePlotter",
     "assign_folds",
     "atomic_write",
@@ -34,6 +38,7 @@ __all__ = [
     "atomic_write_text",
     "bundle_root",
     "case_id_of",
+    "channel_pairs",
     "check_cases",
     "check_nifti_case",
     "deep_supervision_weights",

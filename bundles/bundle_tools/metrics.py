@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.metrics import compute_dice, compute_surface_dice
+from monai.data import decollate_batch
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
 from .io import atomic_write_text
 
-__all__ = ["CaseMetricsSaver", "OrganDiceNSD", "case_id_of", "spacing_of", "empty_aware"]
+__all__ = ["CaseMetricsSaver", "OrganDiceNSD", "RegionDiceHD95", "channel_pairs", "engine_samples", "case_id_of", "spacing_of", "empty_aware"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,18 @@ def empty_aware(value: float, pred_empty: bool, gt_empty: bool) -> float:
     if gt_empty or pred_empty:
         return 0.0
     return float(value)
+
+
+def engine_samples(engine: Engine) -> list[dict]:
+    """The evaluator's decollated outputs, each merged with its batch item.
+
+    MONAI's evaluators keep only image, label and pred in ``state.output``; keys a pipeline adds (a native-space copy
+    of the label, say) stay in ``state.batch``. Output values win where both have a key.
+    """
+    outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+    batch = engine.state.batch
+    items = decollate_batch(batch) if isinstance(batch, dict) else (batch if isinstance(batch, list) else [])
+    return [{**(items[i] if i < len(items) else {}), **out} for i, out in enumerate(outputs)]
 
 
 class OrganDiceNSD:
@@ -122,6 +135,51 @@ class OrganDiceNSD:
         return row
 
 
+class RegionDiceHD95:
+    """Dice and 95th-percentile Hausdorff distance (mm) per region channel, with the BraTS conventions.
+
+    Both empty: Dice 1, HD95 0. Exactly one empty: Dice 0, HD95 ``empty_hd95`` (BraTS uses 373.13 mm, the diagonal of
+    its 240×240×155 volume).
+
+    Args:
+        region_names: names of the channels, e.g. ``["TC", "WT", "ET"]``.
+        pred_key: key of the binary region prediction (C, *S).
+        label_key: key of the binary region reference (C, *S) on the same grid.
+        empty_hd95: HD95 when exactly one of prediction and reference is empty.
+    """
+
+    def __init__(self, region_names: Sequence[str], pred_key: str = "pred", label_key: str = "label",
+                 empty_hd95: float = 373.13) -> None:
+        self.region_names = list(region_names)
+        self.pred_key, self.label_key, self.empty_hd95 = pred_key, label_key, float(empty_hd95)
+
+    def __call__(self, sample: Mapping) -> dict[str, float]:
+        pred = torch.as_tensor(sample[self.pred_key]).float()
+        gt_tensor = sample[self.label_key]
+        gt = torch.as_tensor(gt_tensor).float()
+        if pred.shape != gt.shape or pred.shape[0] != len(self.region_names):
+            raise ValueError(
+                f"{case_id_of(gt_tensor, 'case')}: prediction {tuple(pred.shape)} and reference {tuple(gt.shape)} "
+                f"must both be ({len(self.region_names)}, *S) on the same grid."
+            )
+        spacing = spacing_of(gt_tensor)
+        row: dict[str, float] = {}
+        for channel, name in enumerate(self.region_names):
+            p, g = pred[channel][None, None] > 0.5, gt[channel][None, None] > 0.5
+            pe, ge = not bool(p.any()), not bool(g.any())
+            if pe or ge:
+                row[f"dice_{name}"] = 1.0 if (pe and ge) else 0.0
+                row[f"hd95_{name}"] = 0.0 if (pe and ge) else self.empty_hd95
+                continue
+            row[f"dice_{name}"] = compute_dice(p.float(), g.float(), include_background=True).item()
+            row[f"hd95_{name}"] = compute_hausdorff_distance(
+                p.float(), g.float(), include_background=True, percentile=95, spacing=spacing
+            ).item()
+        row["mean_dice"] = float(np.mean([row[f"dice_{n}"] for n in self.region_names]))
+        row["mean_hd95"] = float(np.mean([row[f"hd95_{n}"] for n in self.region_names]))
+        return row
+
+
 class CaseMetricsSaver:
     """Ignite handler: one CSV row per evaluated case plus a ``mean`` row, written atomically at the end.
 
@@ -156,14 +214,8 @@ class CaseMetricsSaver:
         self.rows = []
 
     def _collect(self, engine: Engine) -> None:
-        samples = engine.state.output
-        samples = samples if isinstance(samples, list) else [samples]
-        batch = engine.state.batch
-        for index, sample in enumerate(samples):
-            source = sample.get(self.case_key)
-            if source is None and isinstance(batch, list) and index < len(batch):
-                source = batch[index].get(self.case_key)
-            case = case_id_of(source, fallback=f"case_{len(self.rows):04d}")
+        for sample in engine_samples(engine):
+            case = case_id_of(sample.get(self.case_key), fallback=f"case_{len(self.rows):04d}")
             self.rows.append({"case_id": case, **self.compute(sample)})
 
     def summary(self) -> dict[str, float]:
@@ -187,3 +239,14 @@ class CaseMetricsSaver:
             engine.state.metrics[self.summary_metric] = summary[self.summary_metric]
         headline = {k: round(v, 4) for k, v in summary.items() if k.startswith("mean")}
         logger.info("%d cases evaluated, %s -> %s", len(self.rows), headline, self.path)
+
+
+def channel_pairs(pred_key: str = "pred", label_key: str = "label", channel: int = 0) -> Callable:
+    """An ignite ``output_transform`` giving (predictions, labels) of one channel, for per-region metric handlers."""
+
+    def transform(output):
+        samples = output if isinstance(output, list) else [output]
+        return ([s[pred_key][channel : channel + 1] for s in samples],
+                [s[label_key][channel : channel + 1] for s in samples])
+
+    return transform

@@ -15,7 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from .io import atomic_write, atomic_write_text
-from .metrics import case_id_of
+from .metrics import case_id_of, engine_samples
 
 __all__ = ["TrainingCurvePlotter", "OverlaySaver", "overlay_figure", "label_colours"]
 
@@ -60,6 +60,7 @@ class TrainingCurvePlotter:
         self.losses: list[float] = []
         self.metrics: list[float] = []
         self._epoch_losses: list[float] = []
+        self.metric_label = metric_name or "validation metric"
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect_loss)
@@ -70,13 +71,14 @@ class TrainingCurvePlotter:
         output = output[0] if isinstance(output, list) and output else output
         loss = output.get(self.loss_key) if isinstance(output, Mapping) else output
         if loss is not None:
-            self._epoch_losses.append(float(loss))
+            self._epoch_losses.append(float(loss.detach() if isinstance(loss, torch.Tensor) else loss))
 
     def _epoch_done(self, engine: Engine) -> None:
         metric = math.nan
         if self.validator is not None and self.validator.state.epoch == engine.state.epoch:
             name = self.metric_name or getattr(self.validator.state, "key_metric_name", None)
             metric = float(self.validator.state.metrics.get(name, math.nan)) if name else math.nan
+            self.metric_label = name or self.metric_label
         self.epochs.append(engine.state.epoch)
         self.losses.append(float(np.mean(self._epoch_losses)) if self._epoch_losses else math.nan)
         self.metrics.append(metric)
@@ -98,7 +100,7 @@ class TrainingCurvePlotter:
         if valid:
             twin = ax.twinx()
             twin.plot(*zip(*valid), "-s", ms=4, color="tab:orange", label="validation")
-            twin.set_ylabel(self.metric_name or "validation metric", color="tab:orange")
+            twin.set_ylabel(self.metric_label, color="tab:orange")
             twin.set_ylim(0, 1)
         ax.set_title("training curve")
         fig.tight_layout()
@@ -181,9 +183,8 @@ class OverlaySaver:
         self.saved = 0
 
     def _draw(self, engine: Engine) -> None:
-        samples = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         plt = _pyplot()
-        for sample in samples:
+        for sample in engine_samples(engine):
             if self.saved >= self.max_cases:
                 return
             if self.label_key not in sample or self.pred_key not in sample:

@@ -1,6 +1,7 @@
 # Copyright 2026 the xlstm-seg authors. Apache-2.0.
 """Networks: one public network per file, each for 2D and 3D where the paper defines both."""
 
+from .seg_xlstm import SegXLSTM
 from .xlstm_unet import XLSTMUNet
 
-__all__ = ["XLSTMUNet"]
+__all__ = ["XLSTMUNet", "SegXLSTM"]

@@ -1,0 +1,64 @@
+# Copyright 2026 the xlstm-seg authors. Apache-2.0.
+"""SegXLSTM (the BraTS network): parameter count, shapes, forward/backward on CPU, options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shared_networks import SegXLSTM
+from shared_networks.blocks.vil import ViLBlock
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_parameter_count():
+    net = SegXLSTM(4, 3)
+    # SegMamba's 67.42 M minus the Mamba layers plus ViL blocks: 66,769,651 with 3 region outputs
+    assert n_params(net) == 66_769_651
+    encoder = sum(n_params(m) for m in (net.downsample, net.gsc, net.vil, net.out_norm, net.out_mlp))
+    assert encoder == 15_071_584
+    # eight ViL blocks, two per stage, 6D² + 87D + 8 each
+    assert n_params(net.vil) == sum(2 * (6 * d * d + 87 * d + 8) for d in (48, 96, 192, 384))
+
+
+def test_directions_alternate_per_stage_and_vil_stages_option():
+    net = SegXLSTM()
+    directions = [[b.block.layer.direction for b in stage] for stage in net.vil]
+    assert directions == [["forward"] * 2, ["backward"] * 2, ["forward"] * 2, ["backward"] * 2]
+    light = SegXLSTM(vil_stages=(2, 3))
+    assert [type(s).__name__ for s in light.vil] == ["Identity", "Identity", "Sequential", "Sequential"]
+    assert n_params(SegXLSTM()) - n_params(light) == 2 * sum(6 * d * d + 87 * d + 8 for d in (48, 96))
+
+
+def test_forward_backward_small_patch():
+    torch.manual_seed(0)
+    net = SegXLSTM(4, 3, dims=(8, 16, 16, 32), hidden_size=32)
+    x = torch.randn(2, 4, 32, 32, 16)
+    y = net(x)
+    assert y.shape == (2, 3, 32, 32, 16)
+    y.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_stage0_uses_linear_memory_mlstm():
+    # at a 128³ input stage 0 sees 64³ tokens: "auto" must resolve to the chunkwise form there
+    from xlstm_seg_kernels.mlstm.interface import PARALLEL_MAX_SEQ_LEN
+    assert 64**3 > PARALLEL_MAX_SEQ_LEN
+    assert isinstance(SegXLSTM().vil[0][0].block, ViLBlock)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dims=(8, 16, 32)), "dims and depths need 4 entries"),
+    (dict(vil_stages=(4,)), "vil_stages must be in 0..3"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SegXLSTM(**kwargs)
+
+
+def test_input_size_must_be_divisible_by_16():
+    with pytest.raises(ValueError, match="divisible by 16"):
+        SegXLSTM(dims=(8, 16, 16, 32), hidden_size=32)(torch.randn(1, 4, 24, 32, 32))
