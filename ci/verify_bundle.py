@@ -17,7 +17,9 @@ Checks, in order (each prints PASS/FAIL; the exit code is the number of failures
    returns a uint8 label map on the image's grid; train.json exposes ``train#dataset#data``, ``validate#dataset#data``,
    ``train#handlers`` (a list), ``network`` and ``train#trainer#max_epochs``;
 7. runs (skipped with --quick): ``python -m monai.bundle run training`` and then plain ``run`` of inference.json,
-   both from a foreign working directory, with the bundle's configs/demo.json and one short epoch.
+   both from a foreign working directory, with the bundle's configs/demo.json and one short epoch;
+8. multi-GPU (skipped with --quick): multi_gpu_train.json under ``torchrun --nproc_per_node=2`` (gloo on CPU), and
+   the checkpoint it writes loads into the plain network.
 
 Bundles follow the conventions in docs/adding_a_bundle.md (demo generator and preparation script with
 ``--output``/``--source`` arguments, a ``configs/demo.json`` override for small CPU runs).
@@ -262,6 +264,30 @@ class Verifier:
             raise FileNotFoundError("inference wrote no masks")
         return f"checkpoint + {len(masks)} mask(s) from {foreign}"
 
+    def multi_gpu(self) -> str:
+        """multi_gpu_train.json under torchrun with 2 processes (gloo on CPU, nccl on GPUs), one short epoch."""
+        overrides = {**self.overrides(), "epochs": 1, "iterations_per_epoch": 2, "val_interval": 1,
+                     "ckpt_dir": str(self.work / "ddp_models"), "output_dir": str(self.work / "ddp_eval")}
+        overrides.pop("bundle_root")
+        args = []
+        for key, value in overrides.items():
+            args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+        configs = f"['{self.config('train.json')}','{self.config('multi_gpu_train.json')}','{self.config('demo.json')}']"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+               "-m", "monai.bundle", "run", "--config_file", configs] + args
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(cmd, cwd=self.work, capture_output=True, text=True, env=env)
+        if result.returncode:
+            raise RuntimeError(f"torchrun failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        if not (self.work / "ddp_models" / "model.pt").is_file():
+            raise FileNotFoundError("DDP training wrote no model.pt")
+        import torch
+
+        state = torch.load(self.work / "ddp_models" / "model.pt", weights_only=True)
+        if any(k.startswith("module.") for k in state):
+            raise ValueError("the DDP checkpoint keeps 'module.' prefixes; single-process loading would fail")
+        return "2 processes, checkpoint loads without DDP prefixes"
+
     def run_all(self, quick: bool) -> int:
         print(f"verifying {self.bundle}", flush=True)
         self.check("files", self.files)
@@ -276,6 +302,7 @@ class Verifier:
         self.check("MONAI Label keys", self.monailabel_keys)
         if not quick:
             self.check("run training + run inference from a foreign cwd", self.runs)
+            self.check("multi-GPU config under torchrun (2 processes)", self.multi_gpu)
         print(f"{len(self.failures)} failed" + (f": {self.failures}" if self.failures else ""), flush=True)
         return len(self.failures)
 

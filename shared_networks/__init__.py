@@ -4,6 +4,6 @@
 Layers: ``blocks`` (ViL, residual, ...) are composed by ``nets``; both build on ``xlstm_seg_kernels``.
 """
 
-from .nets import SegXLSTM, XLSTMUNet
+from .nets import SegXLSTM, VMUNet, XLSTMUNet, XLSTMVMUNet, load_vmamba_pretrained
 
-__all__ = ["XLSTMUNet", "SegXLSTM"]
+__all__ = ["XLSTMUNet", "SegXLSTM", "VMUNet", "XLSTMVMUNet", "load_vmamba_pretrained"]

@@ -7,10 +7,10 @@ It sits in the bundle layer: it may import ``shared_networks`` and ``xlstm_seg_k
 """
 
 from .checkpoint import AtomicCheckpointSaver
-from .checks import CheckCased, InvalidInputError, check_cases, check_nifti_case, load_nifti
+from .checks import CheckCased, InvalidInputError, check_cases, check_nifti_case, check_rgb_case, load_nifti
 from .datalist import DatalistError, assign_folds, load_fold, write_datalist
 from .io import AtomicNibabelWriter, AtomicPILWriter, AtomicSaveImaged, atomic_write, atomic_write_json, atomic_write_text
-from .metrics import CaseMetricsSaver, OrganDiceNSD, RegionDiceHD95, case_id_of, channel_pairs, spacing_of
+from .metrics import BinaryPixelMetrics, CaseMetricsSaver, OrganDiceNSD, RegionDiceHD95, case_id_of, channel_pairs, spacing_of
 from .paths import bundle_root
 from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
 from .training import GradientClipping, deep_supervision_weights
@@ -18,6 +18,7 @@ from .transforms import MirrorTTAInferer, RegionsToLabelsd
 
 __all__ = [
     "AtomicCheckpointSaver",
+    "BinaryPixelMetrics",
     "AtomicNibabelWriter",
     "AtomicPILWriter",
     "AtomicSaveImaged",
@@ -41,6 +42,7 @@ __all__ = [
     "channel_pairs",
     "check_cases",
     "check_nifti_case",
+    "check_rgb_case",
     "deep_supervision_weights",
     "load_fold",
     "load_nifti",

@@ -27,6 +27,7 @@ __all__ = [
     "check_label_array",
     "check_same_geometry",
     "check_nifti_case",
+    "check_rgb_case",
     "check_cases",
     "CheckCased",
 ]
@@ -122,6 +123,49 @@ def check_nifti_case(
         check_same_geometry(ref_shape, ref_affine, ref_path, data.shape[:3], affine, str(label))
     spacing = np.sqrt((np.asarray(ref_affine)[:3, :3] ** 2).sum(axis=0))
     return {"shape": tuple(int(s) for s in ref_shape), "affine": ref_affine, "spacing": tuple(float(s) for s in spacing)}
+
+
+def _open_image(path):
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: file not found.")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InvalidInputError(f"{path}: cannot be read as an image ({type(err).__name__}: {err}).") from err
+    return image
+
+
+def check_rgb_case(image: str, label: str | None = None, class_values: Iterable[int] | None = None) -> dict:
+    """A 2D RGB image (JPEG/PNG) and an optional binary mask of the same size.
+
+    The image must be 3-channel RGB: grayscale (``L``), alpha (``RGBA``/``LA``) and palette images are rejected so that
+    a wrong file never silently becomes three identical channels or loses its transparency. The mask must hold only
+    two values, 0 and 255 (or 0 and 1). ``class_values`` is accepted for signature compatibility and ignored.
+    """
+    picture = _open_image(image)
+    if picture.mode != "RGB":
+        what = {"L": "grayscale", "1": "black-and-white", "P": "a palette image", "RGBA": "RGBA (has an alpha channel)",
+                "LA": "grayscale with alpha", "CMYK": "CMYK", "I;16": "16-bit grayscale"}.get(picture.mode, picture.mode)
+        raise InvalidInputError(f"{image}: image is {what} (mode {picture.mode}); expected a 3-channel RGB image.")
+    if label is not None:
+        mask = _open_image(label)
+        if mask.size != picture.size:
+            raise InvalidInputError(
+                f"{label}: mask size {mask.size[0]}x{mask.size[1]} differs from its image {image} "
+                f"({picture.size[0]}x{picture.size[1]})."
+            )
+        values = np.unique(np.asarray(mask.convert("L") if mask.mode == "1" else mask))
+        if mask.mode not in ("L", "1", "P") or not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
+            shown = values[:8].tolist()
+            raise InvalidInputError(
+                f"{label}: mask is not binary (mode {mask.mode}, values {shown}{'...' if len(values) > 8 else ''}); "
+                "expected one channel with values 0 and 255."
+            )
+    return {"shape": (picture.size[1], picture.size[0])}
 
 
 def check_cases(

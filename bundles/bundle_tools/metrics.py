@@ -24,7 +24,7 @@ from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surf
 
 from .io import atomic_write_text
 
-__all__ = ["CaseMetricsSaver", "OrganDiceNSD", "RegionDiceHD95", "channel_pairs", "engine_samples", "case_id_of", "spacing_of", "empty_aware"]
+__all__ = ["CaseMetricsSaver", "OrganDiceNSD", "RegionDiceHD95", "BinaryPixelMetrics", "channel_pairs", "engine_samples", "case_id_of", "spacing_of", "empty_aware"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +180,51 @@ class RegionDiceHD95:
         return row
 
 
+class BinaryPixelMetrics:
+    """VM-UNet's binary metrics at threshold 0.5: DSC, IoU, accuracy, sensitivity and specificity.
+
+    Per image (one CSV row each) and pooled over every pixel of every image (one global confusion matrix, as VM-UNet's
+    evaluation computes them), via :meth:`pooled`. Rows carry the confusion counts so pooling is exact.
+
+    Args:
+        pred_key: key of the prediction (probabilities or a 0/1 mask), (1, *S).
+        label_key: key of the reference mask (0/1 or 0/255), (1, *S), on the same grid.
+    """
+
+    def __init__(self, pred_key: str = "pred", label_key: str = "label") -> None:
+        self.pred_key, self.label_key = pred_key, label_key
+
+    @staticmethod
+    def _scores(tp: float, fp: float, fn: float, tn: float) -> dict[str, float]:
+        def ratio(a, b):
+            return a / b if b else (1.0 if a == 0 else math.nan)
+
+        return {
+            "dsc": ratio(2 * tp, 2 * tp + fp + fn),
+            "iou": ratio(tp, tp + fp + fn),
+            "accuracy": ratio(tp + tn, tp + tn + fp + fn),
+            "sensitivity": ratio(tp, tp + fn),
+            "specificity": ratio(tn, tn + fp),
+        }
+
+    def __call__(self, sample: Mapping) -> dict[str, float]:
+        pred = torch.as_tensor(sample[self.pred_key]) >= 0.5
+        gt_tensor = sample[self.label_key]
+        gt = torch.as_tensor(gt_tensor) >= 0.5
+        if pred.shape != gt.shape:
+            raise ValueError(f"{case_id_of(gt_tensor, 'case')}: prediction {tuple(pred.shape)} and reference "
+                             f"{tuple(gt.shape)} differ.")
+        tp = float((pred & gt).sum())
+        fp = float((pred & ~gt).sum())
+        fn = float((~pred & gt).sum())
+        tn = float((~pred & ~gt).sum())
+        return {**self._scores(tp, fp, fn, tn), "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+    def pooled(self, rows: Sequence[Mapping]) -> dict[str, float]:
+        counts = {k: float(sum(r[k] for r in rows)) for k in ("tp", "fp", "fn", "tn")}
+        return {**self._scores(**counts), **counts}
+
+
 class CaseMetricsSaver:
     """Ignite handler: one CSV row per evaluated case plus a ``mean`` row, written atomically at the end.
 
@@ -234,6 +279,10 @@ class CaseMetricsSaver:
         for row in self.rows:
             writer.writerow({k: fmt(v) for k, v in row.items()})
         writer.writerow({"case_id": "mean", **{k: fmt(v) for k, v in summary.items()}})
+        pooled = getattr(self.compute, "pooled", None)
+        if pooled is not None:  # metrics over all pixels of all cases (one confusion matrix)
+            writer.writerow({"case_id": "pooled", **{k: fmt(v) for k, v in pooled(self.rows).items()}})
+            summary.update({f"pooled_{k}": v for k, v in pooled(self.rows).items()})
         atomic_write_text(self.path, buffer.getvalue())
         if self.summary_metric:
             engine.state.metrics[self.summary_metric] = summary[self.summary_metric]

@@ -114,13 +114,15 @@ def _as_numpy(x) -> np.ndarray:
 
 def overlay_figure(image, label, pred, n_classes: int, title: str = "", class_names: Sequence[str] | None = None):
     """Figure of 3 slices (3D; the ones with most foreground along the last axis) or the image (2D), each shown as
-    image | reference | prediction. ``image`` is (C, *S) or (*S); ``label``/``pred`` are label maps (1, *S) or (*S).
-    2D RGB images (3, H, W) are shown in colour."""
+    image | reference | prediction (image | prediction when ``label`` is None). ``image`` is (C, *S) or (*S);
+    ``label``/``pred`` are label maps (1, *S) or (*S). 2D RGB images (3, H, W) are shown in colour."""
     plt = _pyplot()
-    image, label, pred = _as_numpy(image), _as_numpy(label), _as_numpy(pred)
-    label = label[0] if label.ndim == image.ndim and label.shape[0] == 1 else label
+    image, pred = _as_numpy(image), _as_numpy(pred)
     pred = pred[0] if pred.ndim == image.ndim and pred.shape[0] == 1 else pred
-    rgb = image.ndim == 3 and image.shape[0] == 3 and label.ndim == 2
+    has_label = label is not None
+    label = pred * 0 if label is None else _as_numpy(label)
+    label = label[0] if label.ndim == image.ndim and label.shape[0] == 1 else label
+    rgb = image.ndim == 3 and image.shape[0] == 3 and pred.ndim == 2
     if not rgb and image.ndim == label.ndim + 1:
         image = image[0]
     if label.ndim == 3:
@@ -131,7 +133,10 @@ def overlay_figure(image, label, pred, n_classes: int, title: str = "", class_na
     else:
         views = [(np.moveaxis(image, 0, -1) if rgb else image, label, pred, "")]
     colours = label_colours(n_classes)
-    fig, axes = plt.subplots(len(views), 3, figsize=(9, 3 * len(views)), dpi=90, squeeze=False)
+    columns = [(None, "image"), ("label", "reference"), ("pred", "prediction")] if has_label else [
+        (None, "image"), ("pred", "prediction")]
+    fig, axes = plt.subplots(len(views), len(columns), figsize=(3 * len(columns), 3 * len(views)), dpi=90,
+                             squeeze=False)
     for row, (img, lab, prd, name) in zip(axes, views):
         if rgb:
             lo, hi = float(img.min()), float(img.max())
@@ -139,13 +144,15 @@ def overlay_figure(image, label, pred, n_classes: int, title: str = "", class_na
         else:
             lo, hi = np.percentile(img, [1, 99]) if img.size else (0, 1)
             shown = np.clip((img - lo) / max(hi - lo, 1e-8), 0, 1)
-        for col, (seg, what) in enumerate([(None, "image"), (lab, "reference"), (prd, "prediction")]):
+        for col, (which, what) in enumerate(columns):
+            seg = {"label": lab, "pred": prd}.get(which)
             ax = row[col]
             # rot90: array axis 0 (RAS x) shown horizontally, as radiology viewers do for axial slices
-            ax.imshow(shown if rgb else np.rot90(shown), cmap=None if rgb else "gray")
+            # 2D RGB arrays come from MONAI's PIL reader as (W, H): transpose back to rows x columns
+            ax.imshow(shown.transpose(1, 0, 2) if rgb else np.rot90(shown), cmap=None if rgb else "gray")
             if seg is not None:
                 seg = seg.astype(np.int64).clip(0, n_classes - 1)
-                ax.imshow(colours[seg] if rgb else np.rot90(colours[seg]), alpha=0.55)
+                ax.imshow(colours[seg].transpose(1, 0, 2) if rgb else np.rot90(colours[seg]), alpha=0.55)
             ax.set_title(f"{what} {name}".strip(), fontsize=9)
             ax.axis("off")
     if class_names:
@@ -162,12 +169,13 @@ class OverlaySaver:
     Args:
         output_dir: destination folder (``<case>_overlay.png``).
         n_classes: number of label values, background included.
-        image_key, label_key, pred_key: keys of the image and of the label maps in each decollated sample.
+        image_key, label_key, pred_key: keys of the image and of the label maps in each decollated sample; without a
+            reference (``label_key`` None or absent), pictures show image | prediction.
         max_cases: how many cases to draw. Default: 4.
         class_names: legend names of classes 1..n-1.
     """
 
-    def __init__(self, output_dir: str, n_classes: int, image_key: str = "image", label_key: str = "label",
+    def __init__(self, output_dir: str, n_classes: int, image_key: str = "image", label_key: str | None = "label",
                  pred_key: str = "pred", max_cases: int = 4, class_names: Sequence[str] | None = None) -> None:
         self.output_dir = Path(output_dir)
         self.n_classes, self.max_cases = n_classes, max_cases
@@ -187,14 +195,14 @@ class OverlaySaver:
         for sample in engine_samples(engine):
             if self.saved >= self.max_cases:
                 return
-            if self.label_key not in sample or self.pred_key not in sample:
+            if self.pred_key not in sample or self.image_key not in sample:
                 continue
             image = sample[self.image_key]
             if tuple(image.shape[1:]) != tuple(sample[self.pred_key].shape[-len(image.shape[1:]):]):
                 continue  # image and prediction on different grids (e.g. inverted prediction): nothing to overlay
             case = case_id_of(image, f"case_{self.saved}")
-            fig = overlay_figure(image, sample[self.label_key], sample[self.pred_key], self.n_classes, case,
-                                 self.class_names)
+            fig = overlay_figure(image, sample.get(self.label_key) if self.label_key else None, sample[self.pred_key],
+                                 self.n_classes, case, self.class_names)
             atomic_write(self.output_dir / f"{case}_overlay.png", lambda tmp: fig.savefig(tmp, format="png"), ".png")
             plt.close(fig)
             self.saved += 1
