@@ -35,9 +35,13 @@ def summarise(folder: Path) -> str:
     pictures = sorted((folder / "eval").glob("*.png"))
     if pictures:
         lines.append("pictures: " + ", ".join(str(p) for p in pictures))
-    masks = sorted(p for p in (folder / "predictions").rglob("*") if p.is_file()) if (folder / "predictions").is_dir() else []
+    predictions = folder / "predictions"
+    masks = sorted(p for p in predictions.glob("*") if p.is_file()) if predictions.is_dir() else []
     if masks:
-        lines.append(f"predicted masks ({len(masks)}): {masks[0].parent}")
+        lines.append(f"predicted masks ({len(masks)}): {predictions}")
+    overlays = sorted((predictions / "overlays").glob("*.png")) if predictions.is_dir() else []
+    if overlays:
+        lines.append(f"prediction overlays ({len(overlays)}): {predictions / 'overlays'}")
     return "\n".join(lines)
 
 

@@ -110,11 +110,12 @@ class Verifier:
         return self._dataset_dir
 
     def demo_size_args(self) -> list[str]:
-        """The smallest demo each generator accepts for 5 folds (its --help lists the options)."""
+        """A small demo for 5 folds with 2 validation cases per fold, so each of torchrun's 2 ranks gets one
+        (MONAI's DistributedSampler refuses fewer cases than ranks). The generator's --help lists its options."""
         help_text = subprocess.run([sys.executable, str(self.bundle / "scripts/make_demo_data.py"), "--help"],
                                    capture_output=True, text=True, check=True).stdout
         args = []
-        for option, value in (("--train", "5"), ("--val", "1"), ("--test", "1"), ("--ct", "1"), ("--cases", "6")):
+        for option, value in (("--train", "10"), ("--val", "2"), ("--test", "1"), ("--ct", "1"), ("--cases", "12")):
             if option in help_text:
                 args += [option, value]
         return args
@@ -214,8 +215,11 @@ class Verifier:
         inferer = parser.get_parsed_content("inferer")
         data = json.loads((self.dataset_dir() / "datalist.json").read_text())
         entry = data["testing"][0] if data.get("testing") else data["training"][0]
-        image_path = entry["image"]
-        image_path = image_path if os.path.isabs(str(image_path)) else str(self.dataset_dir() / image_path)
+        def absolute(path: str) -> str:
+            return path if os.path.isabs(path) else str(self.dataset_dir() / path)
+
+        # a case is one file or, for multi-modal bundles, a list of per-modality files
+        image_path = [absolute(p) for p in entry["image"]] if isinstance(entry["image"], list) else absolute(entry["image"])
         sample = Compose(pre)({image_key: image_path})
         if image_key not in sample:
             raise KeyError(f"preprocessing does not produce '{image_key}'")
@@ -243,6 +247,7 @@ class Verifier:
         foreign.mkdir(exist_ok=True)
         overrides = {**self.overrides(), "epochs": 1, "iterations_per_epoch": 2, "val_interval": 1}
         overrides.pop("bundle_root")  # the bundle must find itself
+        overrides.pop("output_dir")  # inference gets its own below; fire would let a later duplicate win
         args = []
         for key, value in overrides.items():
             args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]

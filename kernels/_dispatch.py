@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["BACKEND_ENV_VAR", "triton_available", "triton_interpret", "resolve_backend"]
+__all__ = ["BACKEND_ENV_VAR", "triton_available", "triton_interpret", "resolve_backend", "plain_tensors"]
 
 BACKEND_ENV_VAR = "XLSTM_SEG_KERNEL_BACKEND"
 
@@ -72,3 +72,13 @@ def resolve_backend(op: str, backend: str, choices: Sequence[str], tensor: torch
             f"{'' if _triton_importable() else ' and triton is not installed'}. Use backend='auto' to fall back."
         )
     return backend
+
+
+def plain_tensors(*tensors):
+    """Strip tensor subclasses (e.g. MONAI's MetaTensor) at an op's boundary.
+
+    The ops slice, reshape and loop over their inputs many times; subclass dispatch on every such call is slow and a
+    batched MetaTensor refuses some slices. ``as_subclass`` keeps the data and the autograd graph. ``None`` passes.
+    """
+    return tuple(t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) and type(t) is not torch.Tensor else t
+                 for t in tensors)

@@ -69,8 +69,9 @@ class AtomicNibabelWriter(NibabelWriter):
 class AtomicPILWriter(PILWriter):
     """MONAI's PNG/JPEG writer, writing through a temporary file."""
 
-    def write(self, filename, format=None, verbose: bool = False, **kwargs):
-        atomic_write(filename, lambda tmp: super(AtomicPILWriter, self).write(tmp, format, verbose, **kwargs),
+    def write(self, filename, verbose: bool = False, **kwargs):
+        # PIL picks the format from the extension, so the temporary name keeps it
+        atomic_write(filename, lambda tmp: super(AtomicPILWriter, self).write(tmp, verbose, **kwargs),
                      suffix=_image_suffix(str(filename)))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dispatch import resolve_backend, triton_available
+from .._dispatch import plain_tensors, resolve_backend, triton_available
 from .torch_impl import cross_merge_torch, cross_scan_torch
 
 __all__ = ["cross_scan", "cross_merge", "BACKENDS"]
@@ -60,6 +60,7 @@ def cross_scan(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     Returns:
         The four sequences, of shape (B, 4, C, H·W), contiguous, in ``x``'s dtype.
     """
+    (x,) = plain_tensors(x)
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or 0 in x.shape:
         shape = tuple(getattr(x, "shape", ()))
         raise ValueError(f"cross_scan: x must be a non-empty (B, C, H, W) tensor; got {shape}.")
@@ -83,6 +84,7 @@ def cross_merge(y: torch.Tensor, height: int, width: int, *, backend: str = "aut
     Returns:
         The sum in row-major order, of shape (B, C, H·W), in ``y``'s dtype (half inputs are summed in float32).
     """
+    (y,) = plain_tensors(y)
     if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[1] != 4 or 0 in y.shape:
         shape = tuple(getattr(y, "shape", ()))
         raise ValueError(f"cross_merge: y must be a non-empty (B, 4, C, L) tensor; got {shape}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dispatch import resolve_backend, triton_available
+from .._dispatch import plain_tensors, resolve_backend, triton_available
 from .torch_impl import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
 
 __all__ = ["mlstm", "BACKENDS", "PARALLEL_MAX_SEQ_LEN"]
@@ -99,6 +99,9 @@ def mlstm(
     Returns:
         h of shape (B, NH, S, DHV) in ``v``'s dtype, and the final state if requested.
     """
+    q, k, v, igate, fgate = plain_tensors(q, k, v, igate, fgate)
+    if initial_state is not None:
+        initial_state = plain_tensors(*initial_state)
     _check_inputs(q, k, v, igate, fgate, chunk_size, initial_state)
     seq = q.shape[2]
     if q.is_cuda and triton_available(q) and q.dtype in (torch.float32, torch.bfloat16, torch.float16):

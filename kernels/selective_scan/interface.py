@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-from .._dispatch import resolve_backend, triton_available
+from .._dispatch import plain_tensors, resolve_backend, triton_available
 from .torch_impl import selective_scan_chunked, selective_scan_reference
 
 __all__ = ["selective_scan", "BACKENDS", "mamba_ssm_available"]
@@ -176,6 +176,7 @@ def selective_scan(
         ValueError: a malformed input (the message names it and the expected shape), or an unknown backend.
         RuntimeError: an explicit backend that cannot run here.
     """
+    u, delta, A, B, C, D, z, delta_bias = plain_tensors(u, delta, A, B, C, D, z, delta_bias)
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, out_dtype)
     any_f64 = any(t is not None and t.dtype == torch.float64 for t in (u, delta, A, B, C, D, z, delta_bias))
     auto = "triton" if (u.is_cuda and triton_available(u) and not any_f64) else "torch"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import math
+
 import torch
 import torch.nn as nn
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
@@ -78,7 +80,7 @@ class SegXLSTM(nn.Module):
         norm_name: MONAI norm of the decoder. Default: ``"instance"``.
 
     Shape:
-        input (B, in_channels, H, W, D) with each size divisible by 16; output (B, out_channels, H, W, D) logits.
+        input (B, in_channels, H, W, D) with each size divisible by 16, larger than 16³ in total; output (B, out_channels, H, W, D) logits.
 
     Example::
 
@@ -146,8 +148,10 @@ class SegXLSTM(nn.Module):
         return outs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5 or any(size % 16 for size in x.shape[2:]):
-            raise ValueError(f"SegXLSTM: expected (B, C, H, W, D) with sizes divisible by 16; got {tuple(x.shape)}.")
+        # the bottleneck is 1/16 of the input and its instance norm needs more than one voxel
+        if x.ndim != 5 or any(size % 16 for size in x.shape[2:]) or math.prod(x.shape[2:]) <= 16**3:
+            raise ValueError(f"SegXLSTM: expected (B, C, H, W, D) with sizes divisible by 16 and larger than "
+                             f"16x16x16 in total; got {tuple(x.shape)}.")
         outs = self.encode(x)
         enc1 = self.encoder1(x)
         enc2, enc3, enc4 = self.encoder2(outs[0]), self.encoder3(outs[1]), self.encoder4(outs[2])

@@ -164,6 +164,28 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # and no temporary file is left
 
 
+def test_atomic_save_imaged_writes_png_masks_and_refuses_to_overwrite_the_input(tmp_path):
+    # NIfTI masks are written the same way and checked by the 3D bundles' tests; PNG goes through PIL's writer
+    from PIL import Image
+
+    mask = torch.zeros(1, 6, 5, dtype=torch.uint8)
+    mask[0, 1:4, 2:4] = 1
+    source = tmp_path / "ISIC_0000001.jpg"
+    pred = MetaTensor(mask, meta={"filename_or_obj": str(source), "spatial_shape": (6, 5)})
+    save = tools.AtomicSaveImaged(keys="pred", output_dir=str(tmp_path / "out"), output_postfix="seg", output_ext=".png",
+                                  output_dtype=np.uint8, scale=255, separate_folder=False, resample=False)
+    save({"pred": pred})
+    written = tmp_path / "out" / "ISIC_0000001_seg.png"
+    assert [p.name for p in written.parent.iterdir()] == [written.name]  # no temporary file is left
+    # MONAI's PIL writer stores (H, W) transposed, the way MONAI's PNG reader reads it back
+    assert np.array_equal(np.asarray(Image.open(written)).T, mask[0].numpy() * 255)
+
+    same = tools.AtomicSaveImaged(keys="pred", output_dir=str(tmp_path), output_postfix="", output_ext=".jpg",
+                                  separate_folder=False)
+    with pytest.raises(ValueError, match="ISIC_0000001.jpg: refusing to write the prediction over its input image"):
+        same({"pred": pred})
+
+
 def test_atomic_checkpoint_saver_keeps_a_loadable_best_model(tmp_path):
     net = torch.nn.Linear(2, 1)
     scores = iter([0.2, 0.5, 0.4])

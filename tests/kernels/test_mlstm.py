@@ -169,3 +169,16 @@ def test_64_cubed_tokens_run_in_bounded_memory():
     finite, max_rss_kib = result.stdout.split()
     assert finite == "True"
     assert int(max_rss_kib) < 3 * 1024**2, f"peak RSS {int(max_rss_kib) / 1024**2:.2f} GiB"
+
+
+def test_tensor_subclasses_are_accepted_and_keep_gradients():
+    """MONAI hands networks MetaTensors; the op strips the subclass at its boundary, keeping autograd."""
+    from monai.data import MetaTensor
+
+    q, k, v, i, f, _ = make_inputs(2, 1, 9, 2, 2, dtype=torch.float32)
+    meta = [MetaTensor(t.detach(), meta={"filename_or_obj": ["a", "b"]}).requires_grad_() for t in (q, k, v, i, f)]
+    out = mlstm(*meta, backend="chunkwise", chunk_size=4)
+    assert type(out) is torch.Tensor
+    assert torch.allclose(out, mlstm(q, k, v, i, f, backend="recurrent"), atol=1e-6)
+    out.sum().backward()
+    assert all(m.grad is not None for m in meta)

@@ -59,6 +59,7 @@ def test_bad_arguments(kwargs, message):
         SegXLSTM(**kwargs)
 
 
-def test_input_size_must_be_divisible_by_16():
-    with pytest.raises(ValueError, match="divisible by 16"):
-        SegXLSTM(dims=(8, 16, 16, 32), hidden_size=32)(torch.randn(1, 4, 24, 32, 32))
+@pytest.mark.parametrize("shape", [(24, 32, 32), (16, 16, 16)], ids=["not_divisible", "bottleneck_one_voxel"])
+def test_input_size_must_be_divisible_by_16_and_exceed_16_cubed(shape):
+    with pytest.raises(ValueError, match="divisible by 16 and larger than 16x16x16"):
+        SegXLSTM(dims=(8, 16, 16, 32), hidden_size=32)(torch.randn(1, 4, *shape))
