@@ -32,11 +32,16 @@ def _pyplot():
 
 
 def label_colours(n_classes: int) -> np.ndarray:
-    """RGBA colour per label value (0 transparent), from matplotlib's tab20."""
+    """RGBA colour per label value (0 transparent), from matplotlib's tab20.
+
+    tab20 pairs a dark and a light shade of each hue; the ten dark shades come first so that neighbouring labels
+    (NCR, ED, ET) get different hues, not two shades of one.
+    """
     plt = _pyplot()
     cmap = plt.get_cmap("tab20")
-    colours = np.array([cmap(i % 20) for i in range(max(n_classes, 1))], dtype=np.float64)
-    colours[0, 3] = 0.0
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+    colours = np.array([(0.0, 0.0, 0.0, 0.0)] + [cmap(order[i % 20]) for i in range(max(n_classes, 1) - 1)],
+                       dtype=np.float64)
     return colours
 
 

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -19,16 +17,13 @@ from monai.transforms import ConvertToMultiChannelBasedOnBratsClassesd
 
 from xlstm_bundle_tools import MirrorTTAInferer, RegionDiceHD95, RegionsToLabelsd
 from xlstm_bundle_tools.checks import InvalidInputError
+from bundle_scripts import load_bundle_script
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "xlstm_unet_brats"
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"brats_{name}", BUNDLE / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bundle_script(BUNDLE.name, name)
 
 
 demo = load_script("make_demo_data")
