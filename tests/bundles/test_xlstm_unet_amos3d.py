@@ -145,3 +145,14 @@ def test_configs_agree_with_the_organ_list():
         assert inference[key] == train[key], key
     strip = lambda net: {k: v for k, v in net.items() if k != "deep_supervision"}  # noqa: E731
     assert strip(inference["network_def"]) == strip(train["network_def"])
+
+
+def test_bundle_network_parameter_count():
+    # the figure the bundle README states
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser["bundle_root"] = str(BUNDLE)
+    network = parser.get_parsed_content("network_def")
+    assert sum(p.numel() for p in network.parameters()) == 41_432_334
