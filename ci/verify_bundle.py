@@ -8,7 +8,8 @@ Checks, in order (each prints PASS/FAIL; the exit code is the number of failures
 1. files: LICENSE, configs/{metadata,train,inference,evaluate,multi_gpu_train}.json, configs/logging.conf,
    docs/README.md, docs/data_license.txt, scripts/make_demo_data.py, scripts/prepare_data.py;
 2. version: ``version`` is a key of ``changelog``;
-3. metadata: ``monai.bundle.verify_metadata`` against the schema it names, from ``../shared/schemas`` (no download);
+3. metadata: ``monai.bundle.verify_metadata`` against the schema it names, read from ``$XLSTM_SEG_SCHEMA_DIR``,
+   ``../shared/schemas`` or ``shared/schemas``, else downloaded; skipped (SKIP, with the reason) when neither works;
 4. properties: ``ConfigWorkflow.check_properties()`` for train, train+evaluate and infer returns nothing missing or
    miswired (MONAI 1.6 property sets), on a tiny demo dataset made with the bundle's own scripts;
 5. net in/out: ``monai.bundle.verify_net_in_out`` on ``network_def`` of inference.json;
@@ -53,7 +54,14 @@ REQUIRED_FILES = [
     "scripts/make_demo_data.py",
     "scripts/prepare_data.py",
 ]
-SCHEMA_DIRS = [REPO.parent / "shared" / "schemas", REPO / "shared" / "schemas"]
+# MONAI's metadata schema, read offline where a copy exists (this project's workspace keeps one beside the checkout);
+# elsewhere MONAI downloads it from the URL in metadata.json, and without a network the check is skipped, saying so.
+SCHEMA_DIRS = [Path(d) for d in os.environ.get("XLSTM_SEG_SCHEMA_DIR", "").split(os.pathsep) if d] + [
+    REPO.parent / "shared" / "schemas", REPO / "shared" / "schemas"]
+
+
+class Skipped(Exception):
+    """A check that cannot run on this machine (it says why); not counted as a failure."""
 
 
 class Verifier:
@@ -68,6 +76,8 @@ class Verifier:
         try:
             detail = fn()
             print(f"PASS  {name}" + (f": {detail}" if detail else ""), flush=True)
+        except Skipped as why:
+            print(f"SKIP  {name}: {why}", flush=True)
         except Exception as err:  # report every check, not just the first failure
             self.failures.append(name)
             print(f"FAIL  {name}: {type(err).__name__}: {err}", flush=True)
@@ -142,13 +152,20 @@ class Verifier:
         meta = json.loads(self.config("metadata.json").read_text())
         schema_name = meta["schema"].rsplit("/", 1)[-1]
         source = next((d / schema_name for d in SCHEMA_DIRS if (d / schema_name).is_file()), None)
-        if source is None:
-            raise FileNotFoundError(f"{schema_name} not found in {[str(d) for d in SCHEMA_DIRS]}")
         target = self.work / "schema" / schema_name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, target)  # verify_metadata skips its download when the file exists
+        if source is not None:
+            shutil.copy(source, target)  # verify_metadata skips its download when the file exists
+        else:
+            from monai.apps import download_url
+
+            try:
+                download_url(meta["schema"], filepath=str(target), progress=False)
+            except Exception as err:
+                raise Skipped(f"{schema_name} is in none of {[str(d) for d in SCHEMA_DIRS]} and its download failed "
+                              f"({type(err).__name__}); set XLSTM_SEG_SCHEMA_DIR to a folder holding it") from err
         verify_metadata(meta_file=str(self.config("metadata.json")), filepath=str(target))
-        return schema_name
+        return schema_name + ("" if source is not None else " (downloaded)")
 
     def properties(self, workflow_type: str, configs: list[str], extra: dict | None = None) -> str:
         from monai.bundle import ConfigWorkflow
