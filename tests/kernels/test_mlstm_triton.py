@@ -174,6 +174,15 @@ def test_matches_float64_recurrence(case):
     assert_close_to_reference(out, ref, torch.float32)
 
 
+@pytest.mark.parametrize("head_dim", [160, 192, 384], ids=lambda d: f"DH{d}")
+def test_large_head_dims_match_float64_recurrence(head_dim):
+    # the head sizes mlstm_kernels leaves unverified; 384 = 12 interpreter tiles (a GPU picks wider ones)
+    inputs, state = make_inputs(1, 1, 20, head_dim, head_dim, seed=head_dim, with_state=True)
+    ref = outputs_and_grads(mlstm_recurrent, inputs, state)
+    leaves, state32 = cast_leaves(inputs, state, torch.float32)
+    out = outputs_and_grads(triton_form(16), leaves, state32)
+    assert_close_to_reference(out, ref, torch.float32)
+
 def test_float16_inputs():
     # float16 q, k, v (the interpreter computes fp16 correctly, unlike bf16); output and gradients come back in fp16.
     inputs, state = make_inputs(1, 2, 50, 24, 16, seed=3, with_state=True)
