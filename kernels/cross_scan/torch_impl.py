@@ -40,28 +40,39 @@ def _merge(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return out.to(y.dtype)
 
 
-class _CrossScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.hw = x.shape[2:]
-        return _scan(x)
+def adjoint_autograd_pair(scan, merge) -> tuple[type, type]:
+    """Autograd Functions for a scan/merge pair in which each op's backward is the other op.
 
-    @staticmethod
-    def backward(ctx, dy):
-        height, width = ctx.hw
-        return cross_merge_torch(dy, height, width).view(dy.shape[0], dy.shape[2], height, width)
+    ``scan(x)`` maps (B, C, H, W) to (B, 4, C, H·W) and ``merge(y, H, W)`` maps back; the torch and Triton backends
+    share this wiring and differ only in the two functions.
+    """
+
+    class CrossScan(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.hw = x.shape[2:]
+            return scan(x)
+
+        @staticmethod
+        def backward(ctx, dy):
+            height, width = ctx.hw
+            return merge(dy, height, width).view(dy.shape[0], dy.shape[2], height, width)
+
+    class CrossMerge(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, y, height, width):
+            ctx.hw = (height, width)
+            return merge(y, height, width)
+
+        @staticmethod
+        def backward(ctx, dx):
+            height, width = ctx.hw
+            return scan(dx.reshape(dx.shape[0], dx.shape[1], height, width)), None, None
+
+    return CrossScan, CrossMerge
 
 
-class _CrossMerge(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y, height, width):
-        ctx.hw = (height, width)
-        return _merge(y, height, width)
-
-    @staticmethod
-    def backward(ctx, dx):
-        height, width = ctx.hw
-        return cross_scan_torch(dx.reshape(dx.shape[0], dx.shape[1], height, width)), None, None
+_CrossScan, _CrossMerge = adjoint_autograd_pair(_scan, _merge)
 
 
 def cross_scan_torch(x: torch.Tensor) -> torch.Tensor:

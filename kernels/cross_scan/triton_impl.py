@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from .._dispatch import triton_interpret
+from .torch_impl import adjoint_autograd_pair
 
 __all__ = ["cross_scan_triton", "cross_merge_triton", "POISON_OUTPUTS", "INTERPRETED"]
 
@@ -110,28 +111,7 @@ def _merge(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x
 
 
-class _CrossScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.hw = x.shape[2:]
-        return _scan(x)
-
-    @staticmethod
-    def backward(ctx, dy):
-        height, width = ctx.hw
-        return _merge(dy, height, width).view(dy.shape[0], dy.shape[2], height, width)
-
-
-class _CrossMerge(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y, height, width):
-        ctx.hw = (height, width)
-        return _merge(y, height, width)
-
-    @staticmethod
-    def backward(ctx, dx):
-        height, width = ctx.hw
-        return _scan(dx.reshape(dx.shape[0], dx.shape[1], height, width)), None, None
+_CrossScan, _CrossMerge = adjoint_autograd_pair(_scan, _merge)
 
 
 def cross_scan_triton(x: torch.Tensor) -> torch.Tensor:
