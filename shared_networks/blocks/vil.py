@@ -149,22 +149,24 @@ class ViLLayer(nn.Module):
 
     ``x_m, z = proj_up(x)``; ``x_c = SiLU(causal_conv(x_m))``; ``h = mLSTM(q(x_c), k(x_c), v(x_m))``;
     ``y = proj_down((h + skip * x_c) * SiLU(z))``. For ``direction="backward"`` the sequence is read reversed.
+    ``num_heads`` (mLSTM heads) defaults to ``qkv_block_size``, as in ViL.
     """
 
     def __init__(
         self,
         dim: int,
         direction: str = "forward",
-        expansion: int = 2,
+        expansion: float = 2,
         qkv_block_size: int = 4,
         conv_kernel_size: int = 4,
         mlstm_backend: str = "auto",
         chunk_size: int = 64,
+        num_heads: int | None = None,
     ) -> None:
         super().__init__()
         if direction not in VIL_DIRECTIONS:
             raise ValueError(f"ViLLayer: direction must be one of {VIL_DIRECTIONS}; got {direction!r}.")
-        inner = expansion * dim
+        inner = int(round(expansion * dim))
         if inner % qkv_block_size:
             raise ValueError(f"ViLLayer: inner width {inner} is not divisible by qkv_block_size {qkv_block_size}.")
         self.dim = dim
@@ -175,8 +177,10 @@ class ViLLayer(nn.Module):
         self.k_proj = LinearHeadwiseExpand(inner, num_proj_heads)
         self.v_proj = LinearHeadwiseExpand(inner, num_proj_heads)
         self.conv1d = CausalConv1d(inner, conv_kernel_size)
-        # ViL ties the number of mLSTM heads to the q/k/v block size (4 heads of size dim/2 by default).
-        self.mlstm_cell = MatrixLSTMCell(inner, num_heads=qkv_block_size, mlstm_backend=mlstm_backend, chunk_size=chunk_size)
+        # ViL ties the number of mLSTM heads to the q/k/v block size (4 heads of size dim/2 by default); the xLSTM
+        # paper's mLSTM layer (blocks/xlstm.py) sets them apart.
+        num_heads = qkv_block_size if num_heads is None else num_heads
+        self.mlstm_cell = MatrixLSTMCell(inner, num_heads=num_heads, mlstm_backend=mlstm_backend, chunk_size=chunk_size)
         self.learnable_skip = nn.Parameter(torch.ones(inner))
         self.proj_down = nn.Linear(inner, dim, bias=False)
         self.reset_parameters()

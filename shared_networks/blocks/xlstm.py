@@ -50,7 +50,15 @@ from monai.networks.layers import DropPath
 
 from xlstm_seg_kernels.mlstm import BACKENDS as MLSTM_BACKENDS
 
-from .vil import CausalConv1d, LinearHeadwiseExpand, MatrixLSTMCell, MultiHeadLayerNorm, ResidualLayerNorm
+from .vil import (
+    CausalConv1d,
+    LinearHeadwiseExpand,
+    MultiHeadLayerNorm,
+    ResidualLayerNorm,
+    ViLLayer,
+    _small_init_,
+    _wang_init_,
+)
 
 __all__ = [
     "FORGET_GATES",
@@ -68,16 +76,6 @@ MLSTM_BACKEND_CHOICES = ("auto", *MLSTM_BACKENDS)
 
 # (h, c, n, m), each (B, D) with D = num_heads · head_dim
 SLSTMState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def _small_init_(weight: torch.Tensor, dim: int) -> None:
-    """Nguyen & Salazar's 'small init', N(0, sqrt(2 / (5 dim))), as xLSTM uses for input projections."""
-    nn.init.normal_(weight, mean=0.0, std=math.sqrt(2 / (5 * dim)))
-
-
-def _wang_init_(weight: torch.Tensor, dim: int, num_blocks: int = 1) -> None:
-    """Wang's init, N(0, 2 / (num_blocks sqrt(dim))), as xLSTM uses for output projections."""
-    nn.init.normal_(weight, mean=0.0, std=2 / num_blocks / math.sqrt(dim))
 
 
 def _check_heads(owner: str, dim: int, num_heads: int) -> None:
@@ -317,7 +315,7 @@ class SLSTMBlock(nn.Module):
         return x + self.drop_path(self.ffn(self.ffn_norm(x)))
 
 
-class MLSTMLayer(nn.Module):
+class MLSTMLayer(ViLLayer):
     """Gated mLSTM layer (xLSTM's mLSTM block interior): (B, L, D) -> (B, L, D) with inner width E = proj_factor·D.
 
     ::
@@ -328,8 +326,8 @@ class MLSTMLayer(nn.Module):
         h̃ = GN_heads(mLSTM(q, k, v; ĩ, f̃ = Linear(cat(q, k, v))))      num_heads heads of E / num_heads
         y = W_down((h̃ + s ⊙ x_c) ⊙ SiLU(z))               learnable skip s (init 1), E -> D, no bias
 
-    Attribute names are those of :class:`~shared_networks.blocks.vil.ViLLayer`; with ``num_heads == qkv_block_size``
-    the two are the same layer.
+    It is :class:`~shared_networks.blocks.vil.ViLLayer` read forward with its own head count (ViL ties the heads to
+    ``qkv_block_size``); with ``num_heads == qkv_block_size`` the two are the same layer.
 
     Args:
         dim: token width D.
@@ -351,7 +349,6 @@ class MLSTMLayer(nn.Module):
         mlstm_backend: str = "auto",
         chunk_size: int = 64,
     ) -> None:
-        super().__init__()
         inner = int(round(proj_factor * dim))
         if inner < 1 or inner % qkv_block_size or inner % num_heads:
             raise ValueError(
@@ -364,31 +361,10 @@ class MLSTMLayer(nn.Module):
             raise ValueError(
                 f"MLSTMLayer: mlstm_backend must be one of {MLSTM_BACKEND_CHOICES}; got {mlstm_backend!r}."
             )
-        self.dim = dim
+        super().__init__(dim, "forward", expansion=proj_factor, qkv_block_size=qkv_block_size,
+                         conv_kernel_size=conv_kernel_size, mlstm_backend=mlstm_backend, chunk_size=chunk_size,
+                         num_heads=num_heads)
         self.inner_dim = inner
-        self.proj_up = nn.Linear(dim, 2 * inner, bias=False)
-        self.q_proj = LinearHeadwiseExpand(inner, inner // qkv_block_size)
-        self.k_proj = LinearHeadwiseExpand(inner, inner // qkv_block_size)
-        self.v_proj = LinearHeadwiseExpand(inner, inner // qkv_block_size)
-        self.conv1d = CausalConv1d(inner, conv_kernel_size)
-        self.mlstm_cell = MatrixLSTMCell(inner, num_heads=num_heads, mlstm_backend=mlstm_backend, chunk_size=chunk_size)
-        self.learnable_skip = nn.Parameter(torch.ones(inner))
-        self.proj_down = nn.Linear(inner, dim, bias=False)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        _small_init_(self.proj_up.weight, self.dim)
-        for proj in (self.q_proj, self.k_proj, self.v_proj):
-            _small_init_(proj.weight, self.dim)
-        _wang_init_(self.proj_down.weight, self.dim)
-        nn.init.ones_(self.learnable_skip)
-        self.mlstm_cell.reset_parameters()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_m, z = self.proj_up(x).chunk(2, dim=-1)
-        x_c = F.silu(self.conv1d(x_m))
-        h = self.mlstm_cell(self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_m))
-        return self.proj_down((h + self.learnable_skip * x_c) * F.silu(z))
 
 
 class MLSTMBlock(nn.Module):
