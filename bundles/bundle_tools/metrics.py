@@ -352,7 +352,9 @@ class CaseMetricsSaver:
             logger.warning("CaseMetricsSaver: no cases were evaluated; %s not written.", self.path)
             return
         rows = self.summary_rows()
-        atomic_write_text(self.path, format_metrics_csv(self.rows, rows))
+        protocol = getattr(self.compute, "protocol", None)
+        columns = protocol.columns() if protocol is not None else ()  # the score command's column order
+        atomic_write_text(self.path, format_metrics_csv(self.rows, rows, columns))
         summary = self.summary()
         if self.summary_metric:
             if self.summary_metric not in summary:
