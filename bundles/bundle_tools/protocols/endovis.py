@@ -92,5 +92,5 @@ class EndoVisProtocol(Protocol):
     def summarize(self, rows):
         columns = list(self.columns())
         for r in rows:  # labels beyond class_names get their own columns
-            columns += [c for c in r if c not in columns]
+            columns += [c for c in r if c != "case" and c not in columns]
         return {"mean": {c: nanmean(r.get(c, math.nan) for r in rows) for c in columns}}
