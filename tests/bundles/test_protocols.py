@@ -179,6 +179,27 @@ def test_brats_segmamba_matches_its_medpy_rule():
     assert empty["dice_et"] == 0 and empty["hd95_et"] == 50
 
 
+def test_brats_evaluation_package_agrees_where_its_definitions_coincide():
+    """PyPI brats-evaluation 0.0.10 (panoptica, GLI config; frozen, it pins numpy < 2.3): its global DSC is the
+    whole-region Dice (our brats2023 legacy_dice and brats-segmamba dice), and its global HD95 is medpy's pooled
+    border HD95 at the header spacing (brats-segmamba with use_header_spacing), not DeepMind's surfel HD95."""
+    lesion_wise = get_protocol("brats2023")
+    segmamba = get_protocol("brats-segmamba", use_header_spacing=True)
+    compared = 0
+    for case, c in crafted.brats_cases().items():
+        row, seg = lesion_wise.score(c["pred"], c["ref"], c["spacing"]), segmamba.score(c["pred"], c["ref"],
+                                                                                         c["spacing"])
+        for region, o in EXPECTED["brats_evaluation"][case].items():
+            if o["global_bin_dsc"] is None:  # both empty: NaN there, 1 in the challenge code, 0 in SegMamba's
+                assert row[f"legacy_dice_{region}"] == 1 and seg[f"dice_{region}"] == 0
+                continue
+            assert close(row[f"legacy_dice_{region}"], o["global_bin_dsc"])
+            if o["global_bin_hd95"] != "inf":
+                assert close(seg[f"hd95_{region}"], o["global_bin_hd95"])
+                compared += 1
+    assert compared >= 6
+
+
 def test_brats_segmamba_live_medpy_and_region_stacks():
     metric = pytest.importorskip("medpy.metric")
     protocol = get_protocol("brats-segmamba")
