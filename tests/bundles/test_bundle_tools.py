@@ -272,6 +272,25 @@ def test_case_metrics_saver_writes_rows_and_mean(tmp_path):
     assert math.isclose(saver.summary()["dice"], 0.75)
 
 
+def test_protocol_metrics_take_the_bundles_tensors():
+    """BraTS: the (3, *S) TC/WT/ET stack of ConvertToMultiChannelBasedOnBratsClassesd; ISIC: the network's 256²
+    probabilities beside the native-size masks."""
+    labels = torch.zeros(1, 12, 12, 12)
+    labels[0, 3:9, 3:9, 3:9], labels[0, 4:7, 4:7, 4:7] = 2, 3
+    stack = torch.cat([(labels == 3), (labels > 0), (labels == 3)]).float()  # TC (= ET here), WT, ET
+    pred = torch.roll(stack, 1, dims=1)
+    row = tools.ProtocolMetrics("brats-segmamba", label_key="label")({"pred": pred, "label": MetaTensor(stack)})
+    direct = tools.get_protocol("brats-segmamba").score(pred.numpy(), stack.numpy())
+    assert row == direct and 0 < row["dice_wt"] < 1
+    ref = torch.zeros(1, 300, 200)
+    ref[0, 50:250, 40:160] = 1
+    pred256 = torch.zeros(1, 256, 256)
+    pred256[0, 40:220, 50:210] = 0.9
+    metric = tools.ProtocolMetrics("isic", pred256_key="pred256")
+    row = metric({"pred": ref.clone(), "label": ref, "pred256": pred256})
+    assert row["dice_lesion"] == 1.0 and row["dice256_lesion"] < 1.0  # 256² from the network's map, not the mask
+
+
 # ---------------------------------------------------------------- mirror TTA
 def _position_dependent(x):
     """A 'network' whose output depends on position along the first spatial axis, so flips matter."""

@@ -82,6 +82,8 @@ class IsicProtocol(Protocol):
 
     def score(self, pred, ref, spacing=None, pred256=None, **extra) -> dict:
         pred, ref = np.asarray(pred, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+        ref = ref / 255.0 if ref.max(initial=0) > 1 else ref  # a 0/255 mask, as VM-UNet divides it
+        pred = pred / 255.0 if pred.max(initial=0) > 1 else pred
         if pred.shape != ref.shape:
             raise ValueError(f"isic: prediction {pred.shape} and reference {ref.shape} differ in size "
                              "(write the prediction at the image's original size).")
