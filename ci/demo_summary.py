@@ -25,16 +25,17 @@ def summarise(folder: Path) -> str:
     metrics = folder / "eval" / "metrics.csv"
     if metrics.is_file():
         rows = list(csv.DictReader(metrics.open()))
-        summary = {r["case_id"]: r for r in rows if r["case_id"] in ("mean", "pooled")}
+        key = "case" if rows and "case" in rows[0] else "case_id"  # the metrics CSV's first column (was case_id)
+        summary = {r[key]: r for r in rows if r[key] in ("mean", "pooled")}
         mean = summary.get("mean")
         if mean and any(k.startswith("mean_") for k in mean):  # multi-class: mean_* columns average the classes
             headline = {k: float(v) for k, v in mean.items() if k.startswith("mean")}
             lines.append("evaluation means: " + ", ".join(f"{k} {v:.3f}" for k, v in headline.items()))
-            per_class = {k: float(v) for k, v in mean.items() if k != "case_id" and not k.startswith("mean")}
+            per_class = {k: float(v) for k, v in mean.items() if k != key and not k.startswith("mean")}
             lines.append("per class: " + ", ".join(f"{k} {v:.2f}" for k, v in per_class.items()))
         else:  # binary: the per-image mean and the pixel-pooled row of the ratio metrics
             for name, row in summary.items():
-                ratios = {k: float(v) for k, v in row.items() if k not in ("case_id", "tp", "fp", "fn", "tn")}
+                ratios = {k: float(v) for k, v in row.items() if k not in (key, "tp", "fp", "fn", "tn")}
                 lines.append(f"evaluation, {'per-image mean' if name == 'mean' else 'pooled over pixels'}: "
                              + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
         lines.append(f"metrics CSV: {metrics}")

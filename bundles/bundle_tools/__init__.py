@@ -11,6 +11,8 @@ from .checks import CheckCased, InvalidInputError, check_cases, check_nifti_case
 from .datalist import DatalistError, assign_folds, load_fold, write_datalist
 from .io import AtomicNibabelWriter, AtomicPILWriter, AtomicSaveImaged, atomic_write, atomic_write_json, atomic_write_text
 from .metrics import BinaryPixelMetrics, CaseMetricsSaver, OrganDiceNSD, RegionDiceHD95, case_id_of, channel_pairs, spacing_of
+from .metrics import ProtocolMetrics, format_metrics_csv
+from .protocols import PROTOCOLS, get_protocol
 from .paths import bundle_root
 from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
 from .training import GradientClipping, deep_supervision_weights
@@ -30,6 +32,8 @@ __all__ = [
     "MirrorTTAInferer",
     "OrganDiceNSD",
     "OverlaySaver",
+    "PROTOCOLS",
+    "ProtocolMetrics",
     "RegionDiceHD95",
     "RegionsToLabelsd",
     "TrainingCurvePlotter",
@@ -44,6 +48,8 @@ __all__ = [
     "check_nifti_case",
     "check_rgb_case",
     "deep_supervision_weights",
+    "format_metrics_csv",
+    "get_protocol",
     "load_fold",
     "load_nifti",
     "overlay_figure",

@@ -208,18 +208,56 @@ def test_atomic_checkpoint_saver_keeps_a_loadable_best_model(tmp_path):
 
 # ---------------------------------------------------------------- metrics
 def test_organ_dice_nsd_follows_the_amos_conventions():
-    metric = OrganDiceNSD(["a", "b", "c"], {"a": 0.5, "b": 1, "c": 1})  # a: tighter than the 1 mm error
-    gt = torch.zeros(1, 10, 10, 4)
-    pred = torch.zeros(1, 10, 10, 4)
-    gt[0, 2:6, 2:6, :] = 1
-    pred[0, 2:6, 2:5, :] = 1  # organ a: 12 of 16 voxels per slice
-    pred[0, 8, 8, 0] = 2  # organ b: predicted but absent from the reference -> 0
-    row = metric({"pred": pred, "label": MetaTensor(gt, affine=torch.eye(4))})
-    assert row["dice_a"] == pytest.approx(2 * 12 / (16 + 12))
+    """Anisotropic affine (1.2 x 1.2 x 6 mm): NSD equals DeepMind's surface Dice at the spacing read from the affine,
+    the slab rule drops the reference's last labelled slice, and the empty rules hold."""
+    sd = pytest.importorskip("surface_distance")
+    metric = OrganDiceNSD(["a", "b", "c", "d"], {"a": 2, "b": 1, "c": 1, "d": 5}, labelled_slices_only=["d"])
+    gt = torch.zeros(1, 16, 16, 8)
+    pred = torch.zeros(1, 16, 16, 8)
+    gt[0, 3:11, 3:11, 1:6] = 1
+    pred[0, 4:11, 3:12, 2:7] = 1  # organ a: shifted by a voxel in x and a 6 mm slice in z
+    pred[0, 14, 14, 0] = 2  # organ b: predicted but absent from the reference -> 0
+    gt[0, 12:15, 1:4, 2:5] = 4  # organ d on slices 2..4: scored on slices 2..3 only
+    pred[0, 12:15, 1:4, 0:8] = 4
+    affine = torch.diag(torch.tensor([1.2, 1.2, 6.0, 1.0], dtype=torch.float64))
+    row = metric({"pred": pred, "label": MetaTensor(gt, affine=affine)})
+    g, p = gt[0].numpy() == 1, pred[0].numpy() == 1
+    expected = sd.compute_surface_dice_at_tolerance(sd.compute_surface_distances(g, p, (1.2, 1.2, 6.0)), 2)
+    assert row["nsd_a"] == pytest.approx(expected, abs=1e-12) and 0.3 < row["nsd_a"] < 0.9
+    isotropic = metric({"pred": pred, "label": MetaTensor(gt, affine=torch.eye(4, dtype=torch.float64))})
+    assert abs(isotropic["nsd_a"] - row["nsd_a"]) > 0.05  # the spacing comes from the affine
+    assert row["dice_a"] == pytest.approx(2 * (7 * 8 * 4) / (8 * 8 * 5 + 7 * 9 * 5))
     assert row["dice_b"] == 0.0 and row["nsd_b"] == 0.0
     assert row["dice_c"] == 1.0 and row["nsd_c"] == 1.0  # absent from both -> 1
-    assert 0 < row["nsd_a"] < 1
-    assert row["mean_dice"] == pytest.approx((row["dice_a"] + 0 + 1) / 3)
+    assert row["dice_d"] == 1.0 and row["nsd_d"] == 1.0  # the prediction's extra slices lie outside the slab
+    assert row["mean_dice"] == pytest.approx((row["dice_a"] + 0 + 1 + 1) / 4)
+
+
+def test_protocol_metrics_in_the_saver_write_the_protocol_summary(tmp_path):
+    """An evaluate config's CaseMetricsSaver(ProtocolMetrics) writes what the score command writes: for amos, the
+    mean row holds the mean of per-organ means (here organ 2 is NaN in one case, so it differs from the row mean)."""
+    metric = tools.ProtocolMetrics("amos", class_names=["a", "b"], nsd_tolerance_mm={"a": 2, "b": 2},
+                                   slab_organs=["b"])
+    saver = CaseMetricsSaver(metric, str(tmp_path), summary_metric="mean_dice")
+    cases = {}
+    for name, shift in (("x", 0), ("y", 1)):
+        gt = torch.zeros(1, 8, 8, 6)
+        pred = torch.zeros(1, 8, 8, 6)
+        gt[0, 2:6, 2:6, 1:5], pred[0, 2 + shift : 6, 2:6, 1:5] = 1, 1
+        if name == "y":
+            gt[0, 0, 0, 3] = 2  # organ b on a single slice: empty slab, NaN
+        cases[name] = {"pred": pred, "label": MetaTensor(gt, meta={"filename_or_obj": f"/d/{name}.nii.gz"})}
+    engine = Engine(lambda e, b: [{**cases[b], "image": cases[b]["label"]}])
+    saver.attach(engine)
+    engine.run(["x", "y"], max_epochs=1)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "case,dice_a,dice_b,nsd_a,nsd_b,mean_dice,mean_nsd"
+    assert [line.split(",")[0] for line in lines[1:]] == ["x", "y", "mean"]
+    dice_y = 2 * 12 / (16 + 12)
+    mean = dict(zip(lines[0].split(","), lines[3].split(",")))
+    assert float(mean["mean_dice"]) == pytest.approx(((1 + dice_y) / 2 + 1) / 2, abs=1e-6)
+    assert mean["dice_b"] == "1.000000" and lines[2].split(",")[2] == "nan"
+    assert engine.state.metrics["mean_dice"] == pytest.approx(((1 + dice_y) / 2 + 1) / 2)
 
 
 def test_case_metrics_saver_writes_rows_and_mean(tmp_path):
@@ -229,6 +267,65 @@ def test_case_metrics_saver_writes_rows_and_mean(tmp_path):
     saver.attach(engine)
     engine.run(["a", "b"], max_epochs=1)
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert lines == ["case_id,dice", "a,1.000000", "b,0.500000", "mean,0.750000"]
+    assert lines == ["case,dice", "a,1.000000", "b,0.500000", "mean,0.750000"]
     assert engine.state.metrics["dice"] == 0.75
     assert math.isclose(saver.summary()["dice"], 0.75)
+
+
+def test_protocol_metrics_take_the_bundles_tensors():
+    """BraTS: the (3, *S) TC/WT/ET stack of ConvertToMultiChannelBasedOnBratsClassesd; ISIC: the network's 256²
+    probabilities beside the native-size masks."""
+    labels = torch.zeros(1, 12, 12, 12)
+    labels[0, 3:9, 3:9, 3:9], labels[0, 4:7, 4:7, 4:7] = 2, 3
+    stack = torch.cat([(labels == 3), (labels > 0), (labels == 3)]).float()  # TC (= ET here), WT, ET
+    pred = torch.roll(stack, 1, dims=1)
+    row = tools.ProtocolMetrics("brats-segmamba", label_key="label")({"pred": pred, "label": MetaTensor(stack)})
+    direct = tools.get_protocol("brats-segmamba").score(pred.numpy(), stack.numpy())
+    assert row == direct and 0 < row["dice_wt"] < 1
+    ref = torch.zeros(1, 300, 200)
+    ref[0, 50:250, 40:160] = 1
+    pred256 = torch.zeros(1, 256, 256)
+    pred256[0, 40:220, 50:210] = 0.9
+    metric = tools.ProtocolMetrics("isic", pred256_key="pred256")
+    row = metric({"pred": ref.clone(), "label": ref, "pred256": pred256})
+    assert row["dice_lesion"] == 1.0 and row["dice256_lesion"] < 1.0  # 256² from the network's map, not the mask
+
+
+# ---------------------------------------------------------------- mirror TTA
+def _position_dependent(x):
+    """A 'network' whose output depends on position along the first spatial axis, so flips matter."""
+    ramp = torch.linspace(-3.0, 3.0, x.shape[2], dtype=x.dtype).reshape(1, 1, -1, *([1] * (x.ndim - 3)))
+    return torch.cat([x * ramp, x - ramp, 2 * x], dim=1)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_mirror_tta_averages_probabilities(activation):
+    from monai.inferers import SimpleInferer
+
+    x = torch.randn(1, 1, 4, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    tta = tools.MirrorTTAInferer(SimpleInferer(), axes=(0, 1), activation=activation)
+    act = torch.sigmoid if activation == "sigmoid" else (lambda t: torch.softmax(t, dim=1))
+    passes = []
+    for dims in ([], [2], [3], [2, 3]):
+        y = _position_dependent(torch.flip(x, dims) if dims else x)
+        passes.append(act(torch.flip(y, dims) if dims else y))
+    expected = torch.stack(passes).mean(0)
+    out = tta(x, _position_dependent)
+    assert torch.allclose(act(out), expected, atol=1e-12)  # the config's Activationsd gives the mean probability
+    logit_mean = act(torch.stack([torch.flip(_position_dependent(torch.flip(x, d) if d else x), d) if d else
+                                  _position_dependent(x) for d in ([], [2], [3], [2, 3])]).mean(0))
+    assert not torch.allclose(act(out), logit_mean, atol=1e-4)  # and not the activation of the mean logits
+    logits = tools.MirrorTTAInferer(SimpleInferer(), axes=(0, 1), average="logits", activation=activation)
+    assert torch.allclose(act(logits(x, _position_dependent)), logit_mean, atol=1e-12)
+
+
+def test_mirror_tta_keeps_saturated_outputs_finite_and_checks_its_options():
+    from monai.inferers import SimpleInferer
+
+    x = torch.full((1, 1, 2, 2, 2), 80.0)
+    out = tools.MirrorTTAInferer(SimpleInferer())(x, lambda t: torch.cat([t, -t], dim=1))
+    assert torch.isfinite(out).all() and torch.sigmoid(out[0, 0]).min() > 0.999
+    with pytest.raises(ValueError, match="activation must be 'sigmoid' or 'softmax', not 'relu'"):
+        tools.MirrorTTAInferer(SimpleInferer(), activation="relu")
+    with pytest.raises(ValueError, match="average must be 'probabilities' or 'logits'"):
+        tools.MirrorTTAInferer(SimpleInferer(), average="votes")

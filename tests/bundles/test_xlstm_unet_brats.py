@@ -128,7 +128,7 @@ def test_mirror_tta_averages_the_flipped_predictions():
     def asymmetric(t):
         return t * torch.linspace(0, 1, 2).reshape(1, 1, 2, 1, 1)  # depends on position along axis 0
 
-    tta = MirrorTTAInferer(SimpleInferer(), axes=(0,))
+    tta = MirrorTTAInferer(SimpleInferer(), axes=(0,), average="logits")
     expected = (asymmetric(x) + torch.flip(asymmetric(torch.flip(x, [2])), [2])) / 2
     assert torch.allclose(tta(x, asymmetric), expected)
     assert torch.equal(MirrorTTAInferer(SimpleInferer(), enabled=False)(x, net), net(x))
