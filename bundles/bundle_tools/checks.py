@@ -20,6 +20,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from tqdm import tqdm
 
+from .errors import InvalidInputError
+
 __all__ = [
     "InvalidInputError",
     "load_nifti",
@@ -35,10 +37,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 AFFINE_RTOL, AFFINE_ATOL = 1e-4, 1e-3  # header round-off between an image and its label is far below this
-
-
-class InvalidInputError(ValueError):
-    """An input file that cannot be used; the message starts with the file's path."""
 
 
 def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -72,13 +70,21 @@ def check_label_array(data, source: str, class_values: Iterable[int]) -> None:
     check_image_array(array, source)
     values = np.unique(array)
     if np.issubdtype(values.dtype, np.floating) and not np.all(values == np.round(values)):
-        raise InvalidInputError(f"{source}: label map has non-integer values {values[values != np.round(values)][:5]}.")
+        fractional = values[values != np.round(values)].tolist()
+        raise InvalidInputError(f"{source}: label map has non-integer values {_listed(fractional)}; is it an image?")
     allowed = set(int(v) for v in class_values)
     unexpected = sorted(int(v) for v in values if int(v) not in allowed)
     if unexpected:
         raise InvalidInputError(
-            f"{source}: label values {unexpected} are outside the class set {sorted(allowed)}."
+            f"{source}: label values {_listed(unexpected)} are outside the class set {sorted(allowed)}."
         )
+
+
+def _listed(values: Sequence, limit: int = 5) -> str:
+    """``[a, b, c]``, or the first ``limit`` and how many in all: a label file holding an image has thousands."""
+    if len(values) <= limit:
+        return str(list(values))
+    return f"[{', '.join(map(str, values[:limit]))}, ...] ({len(values)} distinct values)"
 
 
 def check_same_geometry(
@@ -160,9 +166,8 @@ def check_rgb_case(image: str, label: str | None = None, class_values: Iterable[
             )
         values = np.unique(np.asarray(mask.convert("L") if mask.mode == "1" else mask))
         if mask.mode not in ("L", "1", "P") or not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
-            shown = values[:8].tolist()
             raise InvalidInputError(
-                f"{label}: mask is not binary (mode {mask.mode}, values {shown}{'...' if len(values) > 8 else ''}); "
+                f"{label}: mask is not binary (mode {mask.mode}, values {_listed(values.tolist())}); "
                 "expected one channel with values 0 and 255."
             )
     return {"shape": (picture.size[1], picture.size[0])}
@@ -176,7 +181,10 @@ def check_cases(
     check: Callable[..., dict] = check_nifti_case,
     desc: str = "checking input files",
 ) -> None:
-    """Preflight: check every entry and raise one InvalidInputError listing every bad file (up to 20)."""
+    """Preflight: check every entry and raise one InvalidInputError listing the bad files, one a line (up to 20).
+
+    The last line of the message always names a file and its problem: it is what the terminal shows last.
+    """
     if not entries:
         raise InvalidInputError("the list of cases is empty: nothing to process.")
     class_values = list(class_values) if class_values is not None else None
@@ -187,9 +195,9 @@ def check_cases(
         except InvalidInputError as err:
             problems.append(str(err))
     if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise InvalidInputError(f"{len(problems)} of {len(entries)} cases are unusable:\n  {shown}{more}")
+        listed = " (the first 20 are listed)" if len(problems) > 20 else ""
+        raise InvalidInputError(f"{len(problems)} of {len(entries)} cases are unusable{listed}; fix or remove them "
+                                "and run again:\n  " + "\n  ".join(problems[:20]))
 
 
 class CheckCased(MapTransform):

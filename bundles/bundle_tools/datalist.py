@@ -21,15 +21,12 @@ from pathlib import Path
 
 from monai.data import load_decathlon_datalist
 
+from .errors import DatalistError
 from .io import atomic_write_json
 
 __all__ = ["assign_folds", "write_datalist", "load_fold", "DatalistError", "SPLITS"]
 
 SPLITS = ("train", "val", "all", "test")
-
-
-class DatalistError(ValueError):
-    """A datalist that cannot be used: missing, malformed, empty or without the requested fold."""
 
 
 def assign_folds(case_ids: Sequence[str], num_folds: int, seed: int) -> dict[str, int]:

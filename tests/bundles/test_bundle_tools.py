@@ -133,7 +133,7 @@ def test_affine_mismatch(tmp_path, case):
 def test_preflight_lists_every_bad_case_and_rejects_empty_lists(tmp_path, case):
     entries = [{"image": str(case[0]), "label": str(case[1])}, {"image": str(tmp_path / "a.nii.gz")},
                {"image": str(tmp_path / "b.nii.gz")}]
-    with pytest.raises(InvalidInputError, match=r"2 of 3 cases are unusable:\n.*a.nii.gz: file not found.\n.*b.nii.gz"):
+    with pytest.raises(InvalidInputError, match=r"2 of 3 cases are unusable; fix or remove them and run again:\n.*a.nii.gz: file not found.\n.*b.nii.gz"):
         check_cases(entries, class_values=range(3))
     with pytest.raises(InvalidInputError, match="the list of cases is empty"):
         check_cases([])

@@ -1,0 +1,134 @@
+# Copyright 2026 the xlstm-seg authors. Apache-2.0.
+"""Errors a user can fix, and how a command ends on one: the reason is the last line of stderr.
+
+Our checks raise :class:`InputError` (or a subclass) for a bad input file or a missing dataset, with a message that
+names the file, the problem and, where there is something to do, what to do. Between the raise and the terminal lie
+MONAI's config machinery (``ConfigExpression.evaluate`` re-raises every ``Exception`` as ``RuntimeError("Failed to
+evaluate ...") from e``), MONAI's ``apply_transform`` (``RuntimeError("applying transform ...") from e``), ignite's
+engines (which log and re-raise) and torch's DataLoader workers (which send the worker's traceback to the main process
+as *text* and raise a new exception built from it). Left alone, Python prints the whole chain and the last line is
+MONAI's wrapper.
+
+Importing ``xlstm_bundle_tools`` (every bundle config does, and so do our scripts) installs one ``sys.excepthook``.
+When a command ends on an exception, the hook looks for an InputError along the chain of explicit causes (``raise ...
+from``), including inside a worker's traceback text. If it finds one, it prints that message alone, as the last lines
+of stderr, and the process exits with status 1. Anything else (a bug) goes to the previous hook with its full
+traceback, and so does everything when ``XLSTM_SEG_DEBUG=1`` is set.
+
+Why a hook and not a ``BaseException`` subclass, which MONAI's wrappers would let through: torch's DataLoader workers
+and multiprocessing/thread pools (CacheDataset) catch ``Exception`` only, so a ``BaseException`` would kill a worker
+(or hang a pool) instead of reaching the main process; ``except ValueError`` callers would also stop seeing it. The
+hook needs nothing from the configs, and under ``torchrun`` each rank is a ``python -m monai.bundle`` process of its
+own, so each rank ends the same way.
+
+The only error we do not raise ourselves but still report as an input error: MONAI's ``CheckpointLoader`` opening a
+checkpoint file that does not exist (inference or evaluation before training, or a wrong ``--ckpt_dir``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from types import TracebackType
+
+__all__ = ["InputError", "InvalidInputError", "DatalistError", "DEBUG_ENV", "input_error_message", "install_exit_hook"]
+
+DEBUG_ENV = "XLSTM_SEG_DEBUG"
+
+
+class InputError(ValueError):
+    """A problem with the user's input (a file, a dataset, a path argument) that the message tells them how to fix."""
+
+
+class InvalidInputError(InputError):
+    """An input file that cannot be used; the message starts with the file's path."""
+
+
+class DatalistError(InputError):
+    """A datalist that cannot be used: missing, malformed, empty or without the requested fold."""
+
+
+# How traceback.format_exception joins a chain, and how torch's ExceptionWrapper starts a worker's re-raised message.
+_CAUSE = "\n\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\n\nDuring handling of the above exception, another exception occurred:\n\n"
+_SECTIONS = re.compile(f"({re.escape(_CAUSE)}|{re.escape(_CONTEXT)})")
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)\.([A-Za-z_]\w*): (.*)\Z", re.MULTILINE | re.DOTALL)
+_WORKER_TEXT = re.compile(r"\ACaught \w+ .*?\.\nOriginal Traceback \(most recent call last\):\n", re.DOTALL)
+
+
+def _is_input_error_name(module: str, name: str) -> bool:
+    cls = getattr(sys.modules.get(module), name, None)
+    return isinstance(cls, type) and issubclass(cls, InputError)
+
+
+def _message_in_traceback_text(text: str) -> str | None:
+    """The InputError message in a formatted traceback chain (a DataLoader worker's), following direct causes only."""
+    parts = _SECTIONS.split(text)
+    for index in range(len(parts) - 1, -1, -2):  # outermost exception first
+        for match in _EXCEPTION_LINE.finditer(parts[index]):
+            if _is_input_error_name(match.group(1), match.group(2)):
+                return match.group(3).rstrip("\n")
+        if index == 0 or parts[index - 1] != _CAUSE:
+            break
+    return None
+
+
+def _missing_checkpoint(exc: BaseException) -> str | None:
+    """MONAI's CheckpointLoader found no file at its ``load_path``: say so and what to do."""
+    if not isinstance(exc, FileNotFoundError):
+        return None
+    loader = sys.modules.get("monai.handlers.checkpoint_loader")
+    call = getattr(getattr(loader, "CheckpointLoader", None), "__call__", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is getattr(call, "__code__", None):
+            path = exc.filename or tb.tb_frame.f_locals.get("self").load_path
+            return (f"{path}: checkpoint not found. Train the bundle first (python -m monai.bundle run training ...), "
+                    "or point --ckpt_dir at the folder that holds it.")
+        tb = tb.tb_next
+    return None
+
+
+def input_error_message(exc: BaseException | None) -> str | None:
+    """The message of the InputError that caused ``exc``, or None when ``exc`` is not one (a bug, an interrupt).
+
+    Follows ``__cause__`` (explicit ``raise ... from``: MONAI's and our wrappers), not ``__context__``: an exception
+    raised while *handling* an InputError is a new problem and keeps its traceback.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        if _WORKER_TEXT.match(text):  # re-raised from a DataLoader worker: the worker's chain is only text
+            message = _message_in_traceback_text(text)
+            if message is not None:
+                return message
+        elif isinstance(exc, InputError):
+            return text
+        message = _missing_checkpoint(exc)
+        if message is not None:
+            return message
+        exc = exc.__cause__
+    return None
+
+
+_previous_hook = None
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    message = None if os.environ.get(DEBUG_ENV, "") not in ("", "0") else input_error_message(exc)
+    if message is None:
+        (_previous_hook or sys.__excepthook__)(exc_type, exc, tb)
+        return
+    sys.stdout.flush()  # logs go to stdout; keep them ahead of the reason
+    sys.stderr.write(f"Stopped: bad input ({DEBUG_ENV}=1 shows the traceback).\n{message}\n")
+    sys.stderr.flush()
+
+
+def install_exit_hook() -> None:
+    """Make InputErrors end the process with their message as the last line of stderr (idempotent)."""
+    global _previous_hook
+    if sys.excepthook is not _excepthook:
+        _previous_hook = sys.excepthook
+        sys.excepthook = _excepthook
