@@ -82,9 +82,8 @@ def check_label_array(data, source: str, class_values: Iterable[int]) -> None:
 
 def _listed(values: Sequence, limit: int = 5) -> str:
     """``[a, b, c]``, or the first ``limit`` and how many in all: a label file holding an image has thousands."""
-    if len(values) <= limit:
-        return str(list(values))
-    return f"[{', '.join(map(str, values[:limit]))}, ...] ({len(values)} distinct values)"
+    shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values[:limit])
+    return f"[{shown}]" if len(values) <= limit else f"[{shown}, ...] ({len(values)} distinct values)"
 
 
 def check_same_geometry(

@@ -116,6 +116,27 @@ def test_label_values_outside_class_set(tmp_path, case):
         check_nifti_case(str(case[0]), str(bad), range(3))
 
 
+def test_an_image_copied_over_a_label_gets_a_short_message(tmp_path, case):
+    integers = save(tmp_path / "int_image.nii.gz", np.arange(256, dtype=np.int16).reshape(8, 8, 4))
+    with pytest.raises(InvalidInputError, match=r"int_image.nii.gz: label values \[3, 4, 5, 6, 7, \.\.\.\] "
+                                                r"\(253 distinct values\) are outside the class set \[0, 1, 2\]\.$"):
+        check_nifti_case(str(case[0]), str(integers), range(3))
+    floats = save(tmp_path / "float_image.nii.gz", np.linspace(0, 2, 256, dtype=np.float32).reshape(8, 8, 4))
+    with pytest.raises(InvalidInputError, match=r"float_image.nii.gz: label map has non-integer values \[0\.007843, "
+                                                r"0\.01569, 0\.02353, 0\.03137, 0\.03922, \.\.\.\] \(254 distinct "
+                                                r"values\); is it an image\?$"):
+        check_nifti_case(str(case[0]), str(floats), range(3))
+
+
+def test_preflight_message_ends_on_a_file_even_past_twenty(tmp_path):
+    entries = [{"image": str(tmp_path / f"missing_{i:02d}.nii.gz")} for i in range(23)]
+    with pytest.raises(InvalidInputError) as caught:
+        check_cases(entries)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "23 of 23 cases are unusable (the first 20 are listed); fix or remove them and run again:"
+    assert len(lines) == 21 and lines[-1] == f"  {tmp_path}/missing_19.nii.gz: file not found."
+
+
 def test_shape_mismatch(tmp_path, case):
     bad = save(tmp_path / "small.nii.gz", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(InvalidInputError, match=r"small.nii.gz: spatial shape \(8, 8, 3\) differs from .*img.nii.gz"):
