@@ -151,6 +151,19 @@ def test_affine_mismatch(tmp_path, case):
         check_nifti_case(str(case[0]), str(bad), range(3))
 
 
+def test_wrong_channel_count(tmp_path, case):
+    three = [str(case[0])] * 3
+    with pytest.raises(InvalidInputError, match=r"img.nii.gz: 3 image channels; the network takes 4\.$"):
+        check_nifti_case(three, str(case[1]), range(3), channels=4)
+    stacked = save(tmp_path / "stacked.nii.gz", np.zeros((8, 8, 4, 3), np.float32))
+    with pytest.raises(InvalidInputError, match=r"1 of 1 cases are unusable.*\n  .*stacked.nii.gz: 3 image channels"):
+        check_cases([{"image": str(stacked)}], channels=4)
+    assert check_nifti_case(three + [str(stacked)], channels=6)["channels"] == 6
+    image = MetaTensor(torch.ones(3, 4, 4, 2), affine=torch.eye(4), meta={"filename_or_obj": "/data/s.nii.gz"})
+    with pytest.raises(InvalidInputError, match=r"/data/s.nii.gz: 3 image channels after loading; the network takes 4"):
+        CheckCased(label_key=None, channels=4)({"image": image})
+
+
 def test_preflight_lists_every_bad_case_and_rejects_empty_lists(tmp_path, case):
     entries = [{"image": str(case[0]), "label": str(case[1])}, {"image": str(tmp_path / "a.nii.gz")},
                {"image": str(tmp_path / "b.nii.gz")}]
