@@ -18,18 +18,22 @@ traceback, and so does everything when ``XLSTM_SEG_DEBUG=1`` is set.
 Why a hook and not a ``BaseException`` subclass, which MONAI's wrappers would let through: torch's DataLoader workers
 and multiprocessing/thread pools (CacheDataset) catch ``Exception`` only, so a ``BaseException`` would kill a worker
 (or hang a pool) instead of reaching the main process; ``except ValueError`` callers would also stop seeing it. The
-hook needs nothing from the configs, and under ``torchrun`` each rank is a ``python -m monai.bundle`` process of its
-own, so each rank ends the same way.
+hook needs nothing from the configs. Under ``torchrun`` each rank is a ``python -m monai.bundle`` process of its own
+and ends the same way; the hook also writes the reason to the rank's ``TORCHELASTIC_ERROR_FILE``, so torchrun's
+failure summary shows it (torchrun still ends with its own summary box).
 
-The only error we do not raise ourselves but still report as an input error: MONAI's ``CheckpointLoader`` opening a
-checkpoint file that does not exist (inference or evaluation before training, or a wrong ``--ckpt_dir``).
+The only error we do not raise ourselves but still report as an input error: MONAI's ``CheckpointLoader`` failing to
+read its checkpoint file (inference or evaluation before training, a wrong ``--ckpt_dir``, a truncated file). The
+configs call MONAI's loader directly, so this is recognised where it is raised rather than re-raised by our code.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
+import time
 from types import TracebackType
 
 __all__ = ["InputError", "InvalidInputError", "DatalistError", "DEBUG_ENV", "input_error_message", "install_exit_hook"]
@@ -74,18 +78,25 @@ def _message_in_traceback_text(text: str) -> str | None:
     return None
 
 
-def _missing_checkpoint(exc: BaseException) -> str | None:
-    """MONAI's CheckpointLoader found no file at its ``load_path``: say so and what to do."""
-    if not isinstance(exc, FileNotFoundError):
+def _unreadable_checkpoint(exc: BaseException) -> str | None:
+    """MONAI's CheckpointLoader could not read its ``load_path`` (missing, truncated, not a checkpoint).
+
+    Recognised by the frames: ``CheckpointLoader.__call__`` calling ``torch.load``, which raised. Failures after the
+    file is read (a state dict that does not fit the network) are not input errors and keep their traceback.
+    """
+    loader = getattr(sys.modules.get("monai.handlers.checkpoint_loader"), "CheckpointLoader", None)
+    torch_load = getattr(sys.modules.get("torch.serialization"), "load", None)
+    if loader is None or torch_load is None:
         return None
-    loader = sys.modules.get("monai.handlers.checkpoint_loader")
-    call = getattr(getattr(loader, "CheckpointLoader", None), "__call__", None)
     tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code is getattr(call, "__code__", None):
-            path = exc.filename or tb.tb_frame.f_locals.get("self").load_path
-            return (f"{path}: checkpoint not found. Train the bundle first (python -m monai.bundle run training ...), "
-                    "or point --ckpt_dir at the folder that holds it.")
+    while tb is not None and tb.tb_next is not None:
+        if tb.tb_frame.f_code is loader.__call__.__code__ and tb.tb_next.tb_frame.f_code is torch_load.__code__:
+            path = tb.tb_frame.f_locals["self"].load_path
+            if isinstance(exc, FileNotFoundError):
+                return (f"{path}: checkpoint not found. Train the bundle first (python -m monai.bundle run training "
+                        "...), or point --ckpt_dir at the folder that holds it.")
+            return (f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {exc}). Train again, or point "
+                    "--ckpt_dir at the folder that holds a complete one.")
         tb = tb.tb_next
     return None
 
@@ -106,7 +117,7 @@ def input_error_message(exc: BaseException | None) -> str | None:
                 return message
         elif isinstance(exc, InputError):
             return text
-        message = _missing_checkpoint(exc)
+        message = _unreadable_checkpoint(exc)
         if message is not None:
             return message
         exc = exc.__cause__
@@ -124,6 +135,11 @@ def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Traceback
     sys.stdout.flush()  # logs go to stdout; keep them ahead of the reason
     sys.stderr.write(f"Stopped: bad input ({DEBUG_ENV}=1 shows the traceback).\n{message}\n")
     sys.stderr.flush()
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")  # set by torchrun for each rank
+    if error_file:  # torchrun's failure summary then shows the reason instead of "To enable traceback see ..."
+        with open(error_file, "w") as handle:
+            json.dump({"message": {"message": message, "extraInfo": {  # torch.distributed.elastic's layout
+                "py_callstack": message, "timestamp": str(int(time.time()))}}}, handle)
 
 
 def install_exit_hook() -> None:

@@ -235,6 +235,22 @@ def test_train_with_nan_voxels_found_in_a_dataloader_worker(datasets, work):
     assert "in DataLoader worker process" in result.stdout  # ignite logged the worker's re-raised exception
 
 
+def test_multi_gpu_training_under_torchrun_without_a_datalist(work):
+    """Each rank ends on the reason, and torchrun's failure summary shows it as the rank's traceback."""
+    missing = work / "not_prepared"
+    configs = str([str(BUNDLES / "xlstm_unet_amos3d" / "configs" / name)
+                   for name in ("train.json", "multi_gpu_train.json", "demo.json")])
+    result = run_command([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                          "--nproc_per_node=1", "-m", "monai.bundle", "run", "--config_file", configs,
+                          "--dataset_dir", str(missing), "--ckpt_dir", str(work / "models"),
+                          "--output_dir", str(work / "out")], work, env={"OMP_NUM_THREADS": "1"})
+    reason = f"{missing / 'datalist.json'}: datalist not found."
+    assert result.returncode == 1
+    assert any(line.startswith(f"[rank0]: {reason}") for line in result.stderr.splitlines()), result.stderr[-3000:]
+    assert re.search(rf"^  traceback : {re.escape(reason)}", result.stderr, re.MULTILINE), result.stderr[-3000:]
+    assert not (work / "models").exists() and not (work / "out").exists() and not any((work / "elsewhere").iterdir())
+
+
 def test_prepare_data_script_ends_the_same_way(work):
     missing = work / "no_such_download"
     script = BUNDLES / "xlstm_unet_brats" / "scripts" / "prepare_data.py"
@@ -260,11 +276,47 @@ def nan_case(name="/data/nan_case.nii.gz"):
     return {"image": image}
 
 
+class RaisingDataset(torch.utils.data.Dataset):
+    """Raises an InputError itself, unwrapped: the worker re-raises it as an InputError whose text is a traceback."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        raise InvalidInputError("/data/raw.nii.gz: not good\n  second line of the reason")
+
+
 def test_input_error_found_in_a_dataloader_worker_traceback():
     loader = DataLoader(Dataset([nan_case()], transform=CheckCased(label_key=None)), num_workers=1)
-    with pytest.raises(RuntimeError, match="in DataLoader worker process 0") as caught:
+    with pytest.raises(RuntimeError, match="in DataLoader worker process 0") as caught:  # MONAI's wrapper
         next(iter(loader))
     assert errors.input_error_message(caught.value) == "/data/nan_case.nii.gz: contains 1 NaN and 0 infinite voxels out of 32."
+    with pytest.raises(InvalidInputError, match="Caught InvalidInputError in DataLoader worker process 0") as caught:
+        next(iter(DataLoader(RaisingDataset(), num_workers=1)))
+    assert errors.input_error_message(caught.value) == "/data/raw.nii.gz: not good\n  second line of the reason"
+
+
+def test_unreadable_checkpoint_found_inside_an_ignite_run(tmp_path):
+    """Evaluation loads the checkpoint in an ignite handler; a missing or truncated file is an input error, a state
+    dict that does not fit the network is not."""
+    from ignite.engine import Engine, Events
+    from monai.handlers import CheckpointLoader
+
+    def run_with(path, network):
+        engine = Engine(lambda engine, batch: None)
+        engine.add_event_handler(Events.STARTED, CheckpointLoader(load_path=str(path), load_dict={"model": network}))
+        try:
+            engine.run([0])
+        except Exception as err:
+            return err
+
+    network = torch.nn.Linear(2, 1)
+    missing = run_with(tmp_path / "model.pt", network)
+    assert errors.input_error_message(missing).startswith(f"{tmp_path}/model.pt: checkpoint not found. Train the")
+    torch.save(network.state_dict(), tmp_path / "full.pt")
+    (tmp_path / "half.pt").write_bytes((tmp_path / "full.pt").read_bytes()[:100])
+    assert ": cannot be read as a checkpoint (" in errors.input_error_message(run_with(tmp_path / "half.pt", network))
+    assert errors.input_error_message(run_with(tmp_path / "full.pt", torch.nn.Linear(3, 1))) is None
 
 
 def test_bugs_are_not_input_errors():
