@@ -45,6 +45,13 @@ def test_folds_are_seeded_balanced_and_deterministic():
     assert folds != assign_folds(cases, 5, seed=8)
 
 
+def test_too_few_cases_or_folds_say_what_to_change():
+    with pytest.raises(DatalistError, match=r"3 labelled cases cannot fill 5 folds; use fewer folds \(--folds\)"):
+        assign_folds(["a", "b", "c"], 5, 0)
+    with pytest.raises(DatalistError, match=r"number of folds \(--folds\) must be at least 2; got 1"):
+        assign_folds(["a", "b", "c"], 1, 0)
+
+
 def test_write_and_load_fold_round_trip(tmp_path, case):
     image, label = case
     entries = [{"case_id": f"c{i}", "image": str(image), "label": str(label)} for i in range(6)]
