@@ -128,7 +128,12 @@ _previous_hook = None
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    message = None if os.environ.get(DEBUG_ENV, "") not in ("", "0") else input_error_message(exc)
+    message = None
+    if os.environ.get(DEBUG_ENV, "") in ("", "0"):
+        try:
+            message = input_error_message(exc)
+        except Exception:  # never let the hook hide the real error
+            message = None
     if message is None:
         (_previous_hook or sys.__excepthook__)(exc_type, exc, tb)
         return
