@@ -48,7 +48,6 @@ __all__ = [
     "check_nifti_case",
     "check_rgb_case",
     "deep_supervision_weights",
-    "install_exit_hook",
     "load_fold",
     "load_nifti",
     "overlay_figure",
