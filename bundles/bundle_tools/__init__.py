@@ -3,12 +3,15 @@
 
 Bundle configs call these by ``_target_``/``$`` expressions: locating the bundle (:func:`bundle_root`), folds of a
 datalist, input checks that name the file, atomic checkpoints and outputs, per-case metric CSVs and pictures.
+Importing it installs :func:`install_exit_hook`: a command that ends on an :class:`InputError` (a bad input, a
+missing dataset) prints only its message, as the last line of stderr (``XLSTM_SEG_DEBUG=1`` for the traceback).
 It sits in the bundle layer: it may import ``shared_networks`` and ``xlstm_seg_kernels``, never the reverse.
 """
 
 from .checkpoint import AtomicCheckpointSaver
 from .checks import CheckCased, InvalidInputError, check_cases, check_nifti_case, check_rgb_case, load_nifti
 from .datalist import DatalistError, assign_folds, load_fold, write_datalist
+from .errors import InputError, install_exit_hook
 from .io import AtomicNibabelWriter, AtomicPILWriter, AtomicSaveImaged, atomic_write, atomic_write_json, atomic_write_text
 from .metrics import BinaryPixelMetrics, CaseMetricsSaver, OrganDiceNSD, RegionDiceHD95, case_id_of, channel_pairs, spacing_of
 from .metrics import ProtocolMetrics, format_metrics_csv
@@ -28,6 +31,7 @@ __all__ = [
     "CheckCased",
     "DatalistError",
     "GradientClipping",
+    "InputError",
     "InvalidInputError",
     "MirrorTTAInferer",
     "OrganDiceNSD",
@@ -56,3 +60,5 @@ __all__ = [
     "spacing_of",
     "write_datalist",
 ]
+
+install_exit_hook()

@@ -20,6 +20,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from tqdm import tqdm
 
+from .errors import InvalidInputError
+
 __all__ = [
     "InvalidInputError",
     "load_nifti",
@@ -35,10 +37,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 AFFINE_RTOL, AFFINE_ATOL = 1e-4, 1e-3  # header round-off between an image and its label is far below this
-
-
-class InvalidInputError(ValueError):
-    """An input file that cannot be used; the message starts with the file's path."""
 
 
 def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -72,13 +70,20 @@ def check_label_array(data, source: str, class_values: Iterable[int]) -> None:
     check_image_array(array, source)
     values = np.unique(array)
     if np.issubdtype(values.dtype, np.floating) and not np.all(values == np.round(values)):
-        raise InvalidInputError(f"{source}: label map has non-integer values {values[values != np.round(values)][:5]}.")
+        fractional = values[values != np.round(values)].tolist()
+        raise InvalidInputError(f"{source}: label map has non-integer values {_listed(fractional)}; is it an image?")
     allowed = set(int(v) for v in class_values)
     unexpected = sorted(int(v) for v in values if int(v) not in allowed)
     if unexpected:
         raise InvalidInputError(
-            f"{source}: label values {unexpected} are outside the class set {sorted(allowed)}."
+            f"{source}: label values {_listed(unexpected)} are outside the class set {sorted(allowed)}."
         )
+
+
+def _listed(values: Sequence, limit: int = 5) -> str:
+    """``[a, b, c]``, or the first ``limit`` and how many in all: a label file holding an image has thousands."""
+    shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values[:limit])
+    return f"[{shown}]" if len(values) <= limit else f"[{shown}, ...] ({len(values)} distinct values)"
 
 
 def check_same_geometry(
@@ -98,31 +103,40 @@ def check_same_geometry(
 
 
 def check_nifti_case(
-    image: str | Sequence[str], label: str | None = None, class_values: Iterable[int] | None = None
+    image: str | Sequence[str], label: str | None = None, class_values: Iterable[int] | None = None,
+    channels: int | None = None,
 ) -> dict:
     """Fully read one case (one or several co-registered image files, optional label) and check it.
 
-    Returns ``{"shape": spatial shape, "affine": ..., "spacing": ...}`` of the first image.
+    ``channels``: the number of image channels the network takes (3D files count 1, a 4D file its 4th axis); None
+    skips that check. Returns ``{"shape": spatial shape, "affine": ..., "spacing": ..., "channels": ...}`` of the
+    first image.
     """
     images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     ref_shape = ref_affine = None
+    count = 0
     for path in images:
         data, affine = load_nifti(path)
         check_image_array(data, str(path))
         if data.ndim not in (3, 4):
             raise InvalidInputError(f"{path}: expected a 3D volume, got {data.ndim}D data of shape {data.shape}.")
+        count += data.shape[3] if data.ndim == 4 else 1
         shape = data.shape[:3]
         if ref_shape is None:
             ref_shape, ref_affine, ref_path = shape, affine, str(path)
         else:
             check_same_geometry(ref_shape, ref_affine, ref_path, shape, affine, str(path))
+    if channels is not None and count != channels:
+        raise InvalidInputError(f"{', '.join(map(str, images))}: {count} image channel{'s' * (count != 1)}; the "
+                                f"network takes {channels}.")
     if label is not None:
         data, affine = load_nifti(label)
         if class_values is not None:
             check_label_array(data, str(label), class_values)
         check_same_geometry(ref_shape, ref_affine, ref_path, data.shape[:3], affine, str(label))
     spacing = np.sqrt((np.asarray(ref_affine)[:3, :3] ** 2).sum(axis=0))
-    return {"shape": tuple(int(s) for s in ref_shape), "affine": ref_affine, "spacing": tuple(float(s) for s in spacing)}
+    return {"shape": tuple(int(s) for s in ref_shape), "affine": ref_affine, "spacing": tuple(float(s) for s in spacing),
+            "channels": count}
 
 
 def _open_image(path):
@@ -139,13 +153,17 @@ def _open_image(path):
     return image
 
 
-def check_rgb_case(image: str, label: str | None = None, class_values: Iterable[int] | None = None) -> dict:
+def check_rgb_case(image: str, label: str | None = None, class_values: Iterable[int] | None = None,
+                   channels: int | None = None) -> dict:
     """A 2D RGB image (JPEG/PNG) and an optional binary mask of the same size.
 
     The image must be 3-channel RGB: grayscale (``L``), alpha (``RGBA``/``LA``) and palette images are rejected so that
     a wrong file never silently becomes three identical channels or loses its transparency. The mask must hold only
-    two values, 0 and 255 (or 0 and 1). ``class_values`` is accepted for signature compatibility and ignored.
+    two values, 0 and 255 (or 0 and 1). ``class_values`` is accepted for signature compatibility and ignored;
+    ``channels``, if given, must be 3.
     """
+    if channels not in (None, 3):
+        raise ValueError(f"an RGB image has 3 channels; got channels={channels}.")
     picture = _open_image(image)
     if picture.mode != "RGB":
         what = {"L": "grayscale", "1": "black-and-white", "P": "a palette image", "RGBA": "RGBA (has an alpha channel)",
@@ -160,9 +178,8 @@ def check_rgb_case(image: str, label: str | None = None, class_values: Iterable[
             )
         values = np.unique(np.asarray(mask.convert("L") if mask.mode == "1" else mask))
         if mask.mode not in ("L", "1", "P") or not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
-            shown = values[:8].tolist()
             raise InvalidInputError(
-                f"{label}: mask is not binary (mode {mask.mode}, values {shown}{'...' if len(values) > 8 else ''}); "
+                f"{label}: mask is not binary (mode {mask.mode}, values {_listed(values.tolist())}); "
                 "expected one channel with values 0 and 255."
             )
     return {"shape": (picture.size[1], picture.size[0])}
@@ -175,21 +192,27 @@ def check_cases(
     label_key: str = "label",
     check: Callable[..., dict] = check_nifti_case,
     desc: str = "checking input files",
+    channels: int | None = None,
 ) -> None:
-    """Preflight: check every entry and raise one InvalidInputError listing every bad file (up to 20)."""
+    """Preflight: check every entry and raise one InvalidInputError listing the bad files, one a line (up to 20).
+
+    The last line of the message always names a file and its problem: it is what the terminal shows last.
+    ``channels`` (the network's input channels) is passed on to ``check`` when given.
+    """
     if not entries:
         raise InvalidInputError("the list of cases is empty: nothing to process.")
     class_values = list(class_values) if class_values is not None else None
     problems = []
     for entry in tqdm(entries, desc=desc, unit="case", disable=len(entries) < 5):
         try:
-            check(entry[image_key], entry.get(label_key), class_values)
+            check(entry[image_key], entry.get(label_key), class_values, **({} if channels is None else
+                                                                         {"channels": channels}))
         except InvalidInputError as err:
             problems.append(str(err))
     if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise InvalidInputError(f"{len(problems)} of {len(entries)} cases are unusable:\n  {shown}{more}")
+        listed = " (the first 20 are listed)" if len(problems) > 20 else ""
+        raise InvalidInputError(f"{len(problems)} of {len(entries)} cases are unusable{listed}; fix or remove them "
+                                "and run again:\n  " + "\n  ".join(problems[:20]))
 
 
 class CheckCased(MapTransform):
@@ -201,14 +224,17 @@ class CheckCased(MapTransform):
         image_key: the image key.
         label_key: the label key (skipped when absent from the data).
         class_values: allowed label values.
+        channels: the number of image channels the network takes; None skips that check.
     """
 
     def __init__(self, image_key: str = "image", label_key: str | None = "label",
-                 class_values: Iterable[int] | None = None, allow_missing_keys: bool = True) -> None:
+                 class_values: Iterable[int] | None = None, allow_missing_keys: bool = True,
+                 channels: int | None = None) -> None:
         keys: KeysCollection = [image_key] + ([label_key] if label_key else [])
         super().__init__(keys, allow_missing_keys=allow_missing_keys)
         self.image_key, self.label_key = image_key, label_key
         self.class_values = list(class_values) if class_values is not None else None
+        self.channels = channels
 
     @staticmethod
     def _source(tensor) -> str:
@@ -219,6 +245,9 @@ class CheckCased(MapTransform):
         d = dict(data)
         image = d[self.image_key]
         check_image_array(image, self._source(image))
+        if self.channels is not None and image.shape[0] != self.channels:
+            raise InvalidInputError(f"{self._source(image)}: {image.shape[0]} image channels after loading; the "
+                                    f"network takes {self.channels}.")
         if self.label_key and self.label_key in d:
             label = d[self.label_key]
             if self.class_values is not None:

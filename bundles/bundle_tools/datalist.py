@@ -21,6 +21,7 @@ from pathlib import Path
 
 from monai.data import load_decathlon_datalist
 
+from .errors import DatalistError
 from .io import atomic_write_json
 
 __all__ = ["assign_folds", "write_datalist", "load_fold", "DatalistError", "SPLITS"]
@@ -28,16 +29,13 @@ __all__ = ["assign_folds", "write_datalist", "load_fold", "DatalistError", "SPLI
 SPLITS = ("train", "val", "all", "test")
 
 
-class DatalistError(ValueError):
-    """A datalist that cannot be used: missing, malformed, empty or without the requested fold."""
-
-
 def assign_folds(case_ids: Sequence[str], num_folds: int, seed: int) -> dict[str, int]:
     """Shuffle ``case_ids`` with ``seed`` and deal them round-robin into ``num_folds`` folds (sizes differ by ≤ 1)."""
     if num_folds < 2:
-        raise ValueError(f"num_folds must be at least 2; got {num_folds}.")
+        raise DatalistError(f"the number of folds (--folds) must be at least 2; got {num_folds}.")
     if len(case_ids) < num_folds:
-        raise DatalistError(f"{len(case_ids)} labelled cases cannot fill {num_folds} folds.")
+        raise DatalistError(f"{len(case_ids)} labelled cases cannot fill {num_folds} folds; use fewer folds (--folds) "
+                            "or more cases.")
     order = sorted(case_ids)
     random.Random(seed).shuffle(order)
     return {case: index % num_folds for index, case in enumerate(order)}

@@ -12,6 +12,8 @@ from pathlib import Path
 from monai.data import NibabelWriter, PILWriter
 from monai.transforms import SaveImaged
 
+from .errors import InvalidInputError
+
 __all__ = [
     "atomic_write",
     "atomic_write_text",
@@ -93,5 +95,6 @@ class AtomicSaveImaged(SaveImaged):
             if source:
                 target = self.saver.folder_layout.filename(**self.saver.fname_formatter(meta, self.saver))
                 if Path(target).resolve() == Path(str(source)).resolve():
-                    raise ValueError(f"{source}: refusing to write the prediction over its input image.")
+                    raise InvalidInputError(f"{source}: refusing to write the prediction over its input image; "
+                                            "choose another --output_dir.")
         return super().__call__(data)

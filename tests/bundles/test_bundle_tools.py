@@ -45,6 +45,13 @@ def test_folds_are_seeded_balanced_and_deterministic():
     assert folds != assign_folds(cases, 5, seed=8)
 
 
+def test_too_few_cases_or_folds_say_what_to_change():
+    with pytest.raises(DatalistError, match=r"3 labelled cases cannot fill 5 folds; use fewer folds \(--folds\)"):
+        assign_folds(["a", "b", "c"], 5, 0)
+    with pytest.raises(DatalistError, match=r"number of folds \(--folds\) must be at least 2; got 1"):
+        assign_folds(["a", "b", "c"], 1, 0)
+
+
 def test_write_and_load_fold_round_trip(tmp_path, case):
     image, label = case
     entries = [{"case_id": f"c{i}", "image": str(image), "label": str(label)} for i in range(6)]
@@ -116,6 +123,27 @@ def test_label_values_outside_class_set(tmp_path, case):
         check_nifti_case(str(case[0]), str(bad), range(3))
 
 
+def test_an_image_copied_over_a_label_gets_a_short_message(tmp_path, case):
+    integers = save(tmp_path / "int_image.nii.gz", np.arange(256, dtype=np.int16).reshape(8, 8, 4))
+    with pytest.raises(InvalidInputError, match=r"int_image.nii.gz: label values \[3, 4, 5, 6, 7, \.\.\.\] "
+                                                r"\(253 distinct values\) are outside the class set \[0, 1, 2\]\.$"):
+        check_nifti_case(str(case[0]), str(integers), range(3))
+    floats = save(tmp_path / "float_image.nii.gz", np.linspace(0, 2, 256, dtype=np.float32).reshape(8, 8, 4))
+    with pytest.raises(InvalidInputError, match=r"float_image.nii.gz: label map has non-integer values \[0\.007843, "
+                                                r"0\.01569, 0\.02353, 0\.03137, 0\.03922, \.\.\.\] \(254 distinct "
+                                                r"values\); is it an image\?$"):
+        check_nifti_case(str(case[0]), str(floats), range(3))
+
+
+def test_preflight_message_ends_on_a_file_even_past_twenty(tmp_path):
+    entries = [{"image": str(tmp_path / f"missing_{i:02d}.nii.gz")} for i in range(23)]
+    with pytest.raises(InvalidInputError) as caught:
+        check_cases(entries)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "23 of 23 cases are unusable (the first 20 are listed); fix or remove them and run again:"
+    assert len(lines) == 21 and lines[-1] == f"  {tmp_path}/missing_19.nii.gz: file not found."
+
+
 def test_shape_mismatch(tmp_path, case):
     bad = save(tmp_path / "small.nii.gz", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(InvalidInputError, match=r"small.nii.gz: spatial shape \(8, 8, 3\) differs from .*img.nii.gz"):
@@ -130,10 +158,23 @@ def test_affine_mismatch(tmp_path, case):
         check_nifti_case(str(case[0]), str(bad), range(3))
 
 
+def test_wrong_channel_count(tmp_path, case):
+    three = [str(case[0])] * 3
+    with pytest.raises(InvalidInputError, match=r"img.nii.gz: 3 image channels; the network takes 4\.$"):
+        check_nifti_case(three, str(case[1]), range(3), channels=4)
+    stacked = save(tmp_path / "stacked.nii.gz", np.zeros((8, 8, 4, 3), np.float32))
+    with pytest.raises(InvalidInputError, match=r"1 of 1 cases are unusable.*\n  .*stacked.nii.gz: 3 image channels"):
+        check_cases([{"image": str(stacked)}], channels=4)
+    assert check_nifti_case(three + [str(stacked)], channels=6)["channels"] == 6
+    image = MetaTensor(torch.ones(3, 4, 4, 2), affine=torch.eye(4), meta={"filename_or_obj": "/data/s.nii.gz"})
+    with pytest.raises(InvalidInputError, match=r"/data/s.nii.gz: 3 image channels after loading; the network takes 4"):
+        CheckCased(label_key=None, channels=4)({"image": image})
+
+
 def test_preflight_lists_every_bad_case_and_rejects_empty_lists(tmp_path, case):
     entries = [{"image": str(case[0]), "label": str(case[1])}, {"image": str(tmp_path / "a.nii.gz")},
                {"image": str(tmp_path / "b.nii.gz")}]
-    with pytest.raises(InvalidInputError, match=r"2 of 3 cases are unusable:\n.*a.nii.gz: file not found.\n.*b.nii.gz"):
+    with pytest.raises(InvalidInputError, match=r"2 of 3 cases are unusable; fix or remove them and run again:\n.*a.nii.gz: file not found.\n.*b.nii.gz"):
         check_cases(entries, class_values=range(3))
     with pytest.raises(InvalidInputError, match="the list of cases is empty"):
         check_cases([])

@@ -91,10 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        prepare(args.source, args.output, args.folds, args.seed)
-    except InvalidInputError as err:
-        sys.exit(f"prepare_data: {err}")
+    prepare(args.source, args.output, args.folds, args.seed)  # an InputError ends it with only its message
 
 
 if __name__ == "__main__":

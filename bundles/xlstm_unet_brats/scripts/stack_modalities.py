@@ -53,11 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--case", required=True, type=Path, nargs="+", help="BraTS case folder(s)")
     parser.add_argument("--output", required=True, type=Path, help="folder for the 4D files")
     args = parser.parse_args(argv)
-    try:
-        for case in args.case:
-            print(stack_case(case, args.output))
-    except InvalidInputError as err:
-        sys.exit(f"stack_modalities: {err}")
+    for case in args.case:  # an InputError ends it with only its message
+        print(stack_case(case, args.output))
 
 
 if __name__ == "__main__":
