@@ -131,8 +131,11 @@ def _rotating(sets: list[dict[str, torch.Tensor]]):
 
 
 def bench_scan_case(backend: str, batch: int, stage: int, dtype: torch.dtype, device: str,
-                    quick: bool = False) -> dict[str, float]:
-    """Forward ms, forward+backward ms and peak extra MiB of one backend at one SS2D stage."""
+                    quick: bool = False, cpu_reps: int | None = None) -> dict[str, float]:
+    """Forward ms, forward+backward ms and peak extra MiB of one backend at one SS2D stage.
+
+    ``cpu_reps``: timed repetitions on the CPU (default 3, the reference 1).
+    """
     height, d_inner = _stage_shape(stage, quick)
     one = ss2d_inputs(batch, height, d_inner, dtype, device)
     set_bytes = sum(v.numel() * v.element_size() for v in one.values())
@@ -142,7 +145,7 @@ def bench_scan_case(backend: str, batch: int, stage: int, dtype: torch.dtype, de
     grad = torch.randn(batch, K * d_inner, height * height, device=device).to(dtype)
     next_set = _rotating(sets)
     slow = backend == "reference"
-    reps = dict(reps_cpu=1 if slow else 3, warmup_ms=1 if slow else 25, rep_ms=1 if slow else 100)
+    reps = dict(reps_cpu=cpu_reps or (1 if slow else 3), warmup_ms=1 if slow else 25, rep_ms=1 if slow else 100)
 
     def fwd():
         with torch.no_grad():
