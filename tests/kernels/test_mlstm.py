@@ -107,6 +107,25 @@ def test_chunkwise_op_count_grows_with_log_of_the_chunk_count():
     assert counts[65536] < 2 * counts[256] + 600, counts
 
 
+def test_chunkwise_traces_to_a_graph_that_holds_for_other_inputs():
+    # No data-dependent Python control flow: a TorchScript trace made with one set of values (the export path of
+    # issue 13) gives exactly the eager result on another set of the same shapes, including a new initial state.
+    import warnings
+
+    def fn(q, k, v, i, f, c0, n0, m0):
+        h, (c, n, m) = mlstm_chunkwise(q, k, v, i, f, chunk_size=4, initial_state=(c0, n0, m0),
+                                       return_last_state=True)
+        return h, c, n, m
+
+    first, second = (make_inputs(1, 2, 77, 3, 5, dtype=torch.float32, seed=s, with_state=True) for s in (0, 1))
+    flat = [[t.detach() for t in (*inputs[:5], *inputs[5])] for inputs in (first, second)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints from shapes
+        traced = torch.jit.trace(fn, tuple(flat[0]))
+    for got, expected in zip(traced(*flat[1]), fn(*flat[1])):
+        assert torch.equal(got, expected)
+
+
 def test_strongly_negative_forget_gates_stay_finite_and_agree():
     # forget gates near 0 (log f ~ -30) and large input gates stress the stabiliser
     q, k, v, igate, fgate, _ = make_inputs(1, 2, 70, 4, 4, fgate_shift=-30.0, seed=2)
