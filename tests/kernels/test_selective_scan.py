@@ -279,3 +279,14 @@ def test_triton_backend_rejects_float64(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(ValueError, match="float64"):
         selective_scan(**_base_args(), backend="triton")
+
+
+def test_chunk_sizes_per_device():
+    # CPU: cache-sized chunks (2^18 elements per (T, B, N, D) tensor); GPU: memory-sized (2^26), one launch group
+    # per chunk, so VM-UNet's largest scan (batch 8, L 4096, 768 channels, N 16) takes 6 chunks.
+    from xlstm_seg_kernels.selective_scan.torch_impl import _chunk_size, default_scan_method
+
+    assert _chunk_size(2, 192, 16, 4096, torch.device("cpu")) == 32
+    assert _chunk_size(8, 768, 16, 4096, torch.device("cuda")) == 682
+    assert _chunk_size(1, 4, 2, 100, torch.device("cuda")) == 100
+    assert default_scan_method(torch.device("cuda")) == "log" and default_scan_method(torch.device("cpu")) == "sequential"
