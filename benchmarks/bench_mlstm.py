@@ -14,6 +14,7 @@ Usage::
     python benchmarks/bench_mlstm.py --json $OUT/mlstm.json  # also write all numbers
     python benchmarks/bench_mlstm.py --smoke                # CPU, torch backends, tiny sizes (CI check)
     python benchmarks/bench_mlstm.py --compile-check 24,192   # no GPU: ptxas registers/spills of every config
+    python benchmarks/bench_mlstm.py --cpu-compare --memory   # CPU: loop-free vs legacy loop chunkwise form
 
 mlstm_kernels (``chunkwise--triton_xl_chunk``, chunk <= 128) is timed only if it imports; it is never a dependency.
 """
@@ -26,10 +27,13 @@ import importlib
 import json
 import logging
 import math
+import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
 import torch
@@ -469,6 +473,152 @@ def profile_block(name: str, batch: int, dim: int, seq: int, backend: str, devic
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# CPU: today's loop-free chunkwise form against the form it replaced (issue 12)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def legacy_chunkwise(q, k, v, igate, fgate, *, chunk_size=64):
+    """The chunkwise form before issue 12, kept only to measure against: a Python loop over chunks carries the state.
+
+    Same maths as :func:`xlstm_seg_kernels.mlstm.torch_impl.mlstm_chunkwise` (no initial state, h only).
+    """
+    from xlstm_seg_kernels.mlstm.torch_impl import _normalise, _prepare
+
+    out_dtype = v.dtype
+    q, k, v, igate, log_f, (c, n, m) = _prepare(q, k, v, igate, fgate, None)
+    batch, heads, seq, dqk = q.shape
+    dv = v.shape[-1]
+    chunk = max(1, min(chunk_size, seq))
+    pad = (-seq) % chunk
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        log_f = F.pad(log_f, (0, pad), value=0.0)
+        igate = F.pad(igate, (0, pad), value=float("-inf"))
+    n_chunks = (seq + pad) // chunk
+    qc, kc, vc = (t.reshape(batch, heads, n_chunks, chunk, -1) for t in (q, k, v))
+    ic = igate.reshape(batch, heads, n_chunks, chunk)
+    within = torch.cumsum(log_f.reshape(batch, heads, n_chunks, chunk), dim=-1)
+    total = within[..., -1]
+    to_end = total[..., None] - within + ic
+    to_end_max = to_end.amax(dim=-1)
+    w = torch.exp(to_end - to_end_max[..., None])
+    local_c = torch.einsum("bhcs,bhcsd,bhcse->bhcde", w, kc, vc)
+    local_n = torch.einsum("bhcs,bhcsd->bhcd", w, kc)
+    m = m[..., 0]
+    starts_c, starts_n, starts_m = [], [], []
+    for idx in range(n_chunks):
+        starts_c.append(c)
+        starts_n.append(n)
+        starts_m.append(m)
+        m_new = torch.maximum(total[..., idx] + m, to_end_max[..., idx])
+        keep = torch.exp(total[..., idx] + m - m_new)
+        add = torch.exp(to_end_max[..., idx] - m_new)
+        c = keep[..., None, None] * c + add[..., None, None] * local_c[:, :, idx]
+        n = keep[..., None] * n + add[..., None] * local_n[:, :, idx]
+        m = m_new
+    c_start, n_start, m_start = (torch.stack(t, dim=2) for t in (starts_c, starts_n, starts_m))
+    log_decay = within[..., :, None] - within[..., None, :] + ic[..., None, :]
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+    log_decay = log_decay.masked_fill(~causal, float("-inf"))
+    log_inter = within + m_start[..., None]
+    m_t = torch.maximum(log_decay.amax(dim=-1), log_inter)
+    scores = (qc @ kc.transpose(-1, -2)) * torch.exp(log_decay - m_t[..., None])
+    inter_w = torch.exp(log_inter - m_t)
+    num = scores @ vc + inter_w[..., None] * (qc @ c_start)
+    den = scores.sum(-1) + inter_w * (qc @ n_start[..., None])[..., 0]
+    return _normalise(num, den, m_t, 1e-6).reshape(batch, heads, n_chunks * chunk, dv)[:, :, :seq].to(out_dtype)
+
+
+# BraTS stages 0 and 1 with the real ViL heads (4 heads of dim/2), batch 1
+CPU_COMPARE_CASES = [Case("BraTS s0 64^3 dim48", 1, 4, 64**3, 24, 24), Case("BraTS s1 32^3 dim96", 1, 4, 32**3, 48, 48)]
+
+
+def _compare_forms() -> dict[str, Callable]:
+    from xlstm_seg_kernels.mlstm.torch_impl import mlstm_chunkwise
+
+    return {"legacy loop": legacy_chunkwise, "loop-free": mlstm_chunkwise}
+
+
+def _compare_inputs(case: Case):
+    gen = torch.Generator().manual_seed(0)
+    shape = (case.batch, case.heads, case.seq)
+    q, k = torch.randn(*shape, case.dqk, generator=gen), torch.randn(*shape, case.dqk, generator=gen)
+    v = torch.randn(*shape, case.dv, generator=gen)
+    igate, fgate = 0.1 * torch.randn(*shape, generator=gen), torch.randn(*shape, generator=gen) + 4.5
+    return [t.requires_grad_() for t in (q, k, v, igate, fgate)], torch.randn(*shape, case.dv, generator=gen)
+
+
+def aten_op_count(fn: Callable[[], object]) -> tuple[int, int]:
+    """(aten calls, of which compute kernels) in one call, from torch.profiler: the launch-count proxy for a GPU.
+
+    "Compute" leaves out views, reshapes and allocations, which launch nothing on a GPU.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    free = ("view", "reshape", "as_strided", "slice", "select", "expand", "unsqueeze", "squeeze", "narrow",
+            "transpose", "permute", "t", "detach", "alias", "empty", "empty_like", "empty_strided", "resolve_conj",
+            "resolve_neg", "to", "_to_copy", "lift_fresh", "_unsafe_view", "unbind", "split", "chunk", "flatten",
+            "contiguous", "expand_as", "view_as", "numpy_T", "matmul", "einsum", "_reshape_alias", "result_type",
+            "is_nonzero", "item", "_local_scalar_dense", "size", "stride", "clone", "zeros", "zeros_like", "ones",
+            "ones_like", "full", "new_zeros", "new_empty", "new_full", "pad", "constant_pad_nd")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.count for e in events)
+    compute = sum(e.count for e in events if e.key.removeprefix("aten::") not in free)
+    return total, compute
+
+
+def _rss_probe(form: str, case_name: str, chunk: int) -> float:
+    """Peak RSS (GiB) of one forward+backward in a fresh process (ru_maxrss is a high-water mark)."""
+    code = (
+        "import resource, sys; sys.path.insert(0, %r); import bench_mlstm as b, torch; torch.set_num_threads(1); "
+        "case = next(c for c in b.CPU_COMPARE_CASES if c.name == %r); fn = b._compare_forms()[%r]; "
+        "x, g = b._compare_inputs(case); fn(*x, chunk_size=%d).backward(g); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    ) % (str(Path(__file__).resolve().parent), case_name, form, chunk)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return int(out[-1]) / 2**20
+
+
+def cpu_compare(case_filter: Sequence[str], reps: int, chunk: int, memory: bool) -> list[dict]:
+    """Legacy loop vs loop-free chunkwise, fwd+bwd on the CPU, one thread, interleaved repetitions (best of ``reps``)."""
+    torch.set_num_threads(1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows = []
+    for case in CPU_COMPARE_CASES:
+        if case_filter and not any(s.lower() in case.name.lower() for s in case_filter):
+            continue
+        inputs, grad = _compare_inputs(case)
+        forms = _compare_forms()
+        times = {name: [] for name in forms}
+        for _ in range(reps):
+            for name, fn in forms.items():
+                start = time.perf_counter()
+                fn(*inputs, chunk_size=chunk).backward(grad)
+                times[name].append(time.perf_counter() - start)
+                for t in inputs:
+                    t.grad = None
+        row = {"case": case.name, "B": case.batch, "NH": case.heads, "S": case.seq, "DH": case.dqk, "chunk": chunk,
+               "load_1min": load, **{f"{name} s": min(t) for name, t in times.items()}}
+        row["speed-up"] = row["legacy loop s"] / row["loop-free s"]
+        print({k: row[k] for k in ("case", "legacy loop s", "loop-free s", "speed-up", "load_1min")}, flush=True)
+        for name, fn in forms.items():
+            def once(fn=fn):
+                fn(*inputs, chunk_size=chunk).backward(grad)
+            # the profiler keeps every event: above ~1,000 chunks the legacy loop's ~150 calls per chunk take GiBs
+            if name == "loop-free" or case.seq // chunk <= 1024:
+                row[f"{name} aten ops"], row[f"{name} compute ops"] = aten_op_count(once)
+            for t in inputs:
+                t.grad = None
+            if memory:
+                row[f"{name} peak RSS GiB"] = _rss_probe(name, case.name, chunk)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Compiler resource report (no GPU needed)
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -583,6 +733,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="no GPU needed: compile every kernel config for sm_90 at these head dims, print ptxas' "
                              "registers/spills/shared memory, and exit")
     parser.add_argument("--kernels", default="", help="with --compile-check: comma list of kernel-name substrings")
+    parser.add_argument("--cpu-compare", action="store_true",
+                        help="CPU: loop-free chunkwise vs the legacy loop form at BraTS stages 0/1 (B=1, 4 heads), "
+                             "fwd+bwd time (one thread), aten op counts and, with --memory, peak RSS per form")
+    parser.add_argument("--reps", type=int, default=2, help="with --cpu-compare: interleaved repetitions")
+    parser.add_argument("--memory", action="store_true", help="with --cpu-compare: peak RSS, one process per form")
     return parser.parse_args(argv)
 
 
@@ -597,6 +752,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
             with open(args.json, "w") as fh:
                 json.dump(rows, fh, indent=1)
         return {"compile": rows}
+    if args.cpu_compare:
+        rows = cpu_compare([c for c in args.cases.split(",") if c], args.reps, args.chunk_size, args.memory)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
+        return {"cpu_compare": rows}
     if args.smoke:
         device = torch.device("cpu")
         torch.set_num_threads(1)  # a CI check, not a measurement: stay off the other cores

@@ -131,8 +131,11 @@ def _rotating(sets: list[dict[str, torch.Tensor]]):
 
 
 def bench_scan_case(backend: str, batch: int, stage: int, dtype: torch.dtype, device: str,
-                    quick: bool = False) -> dict[str, float]:
-    """Forward ms, forward+backward ms and peak extra MiB of one backend at one SS2D stage."""
+                    quick: bool = False, cpu_reps: int | None = None) -> dict[str, float]:
+    """Forward ms, forward+backward ms and peak extra MiB of one backend at one SS2D stage.
+
+    ``cpu_reps``: timed repetitions on the CPU (default 3, the reference 1).
+    """
     height, d_inner = _stage_shape(stage, quick)
     one = ss2d_inputs(batch, height, d_inner, dtype, device)
     set_bytes = sum(v.numel() * v.element_size() for v in one.values())
@@ -142,7 +145,7 @@ def bench_scan_case(backend: str, batch: int, stage: int, dtype: torch.dtype, de
     grad = torch.randn(batch, K * d_inner, height * height, device=device).to(dtype)
     next_set = _rotating(sets)
     slow = backend == "reference"
-    reps = dict(reps_cpu=1 if slow else 3, warmup_ms=1 if slow else 25, rep_ms=1 if slow else 100)
+    reps = dict(reps_cpu=cpu_reps or (1 if slow else 3), warmup_ms=1 if slow else 25, rep_ms=1 if slow else 100)
 
     def fwd():
         with torch.no_grad():
@@ -315,12 +318,31 @@ def run_sweep(args, bandwidth) -> list[dict]:
     return rows
 
 
+def _aten_op_count(fn) -> int:
+    """aten calls of one call (torch.profiler): the launch-count proxy for a GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
+
+
 def run_cpu(args) -> list[dict]:
-    """Chunked PyTorch form vs the step-by-step reference on the CPU (fp32, grouped B/C as in SS2D)."""
+    """Torch forms vs the step-by-step reference on the CPU (fp32, grouped B/C as in SS2D), side by side.
+
+    Variants of the chunked torch form: ``torch`` (what ``backend="torch"`` runs on the CPU: cache-sized chunks of
+    ``CHUNK_TARGET_ELEMENTS``, one op per step), ``torch 2^20 chunks`` (the chunk rule before issue 12: 4× longer
+    chunks) and ``torch log, 1 chunk`` (what it runs on a GPU: one chunk up to ``CUDA_CHUNK_TARGET_ELEMENTS``, the
+    log-depth scan). Repetitions are interleaved (best of ``--cpu-reps``; the reference runs once), with aten op
+    counts of one forward+backward.
+    """
+    from xlstm_seg_kernels.selective_scan import torch_impl
+
     torch.set_num_threads(args.threads)
     rows = []
-    print(f"\nCPU, {args.threads} thread(s): batch 2, D = 192 (4 groups), N = 16, fp32; median of {args.cpu_reps} "
-          f"(reference: 1 run)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nCPU, {args.threads} thread(s): batch 2, D = 192 (4 groups), N = 16, fp32; best of {args.cpu_reps} "
+          f"interleaved (reference: 1 run); load {load:.1f}")
     for length in args.cpu_lengths:
         gen = torch.Generator().manual_seed(length)
         x = {
@@ -334,28 +356,54 @@ def run_cpu(args) -> list[dict]:
         }
         for v in x.values():
             v.requires_grad_()
-        row = {"L": length}
-        for backend in ("torch", "reference"):
-            scan = _scan_fn(backend)
-            reps = args.cpu_reps if backend == "torch" else 1
+        old_chunk = torch_impl._chunk_size(2, 192, 16, length, torch.device("cpu"))
+        while old_chunk < 512 and old_chunk * 2 * 2 * 192 * 16 <= (1 << 20):
+            old_chunk *= 2
 
-            def fwd():
+        def chunked(**kw):
+            return lambda v: torch_impl.selective_scan_chunked(v["u"], v["delta"], v["A"], v["B"], v["C"], v["D"],
+                                                               None, v["delta_bias"], True, **kw)
+
+        variants = {
+            "torch": chunked(),
+            "torch 2^20 chunks": chunked(chunk_size=min(old_chunk, length), scan="sequential"),
+            "torch log, 1 chunk": chunked(chunk_size=length, scan="log"),
+            "reference": _scan_fn("reference"),
+        }
+        times: dict[str, dict[str, list[float]]] = {name: {"fwd": [], "fwd_bwd": []} for name in variants}
+        for rep in range(args.cpu_reps):
+            for name, scan in variants.items():
+                if name == "reference" and rep:
+                    continue
+
+                def fwd_bwd(scan=scan):
+                    out = scan(x)
+                    torch.autograd.grad(out, list(x.values()), torch.ones_like(out))
+
                 with torch.no_grad():
+                    start = time.perf_counter()
                     scan(x)
-
-            def fwd_bwd():
+                    times[name]["fwd"].append((time.perf_counter() - start) * 1e3)
+                start = time.perf_counter()
+                fwd_bwd()
+                times[name]["fwd_bwd"].append((time.perf_counter() - start) * 1e3)
+        row = {"L": length, "load_1min": load}
+        for name, scan in variants.items():
+            def fwd_bwd(scan=scan):
                 out = scan(x)
                 torch.autograd.grad(out, list(x.values()), torch.ones_like(out))
 
-            row[backend] = {"fwd_ms": _time(fwd, "cpu", reps_cpu=reps),
-                            "fwd_bwd_ms": _time(fwd_bwd, "cpu", reps_cpu=reps)}
-            print(f"  L={length} {backend}: fwd {row[backend]['fwd_ms']:.0f} ms, "
-                  f"fwd+bwd {row[backend]['fwd_bwd_ms']:.0f} ms",
-                  flush=True)
-        row["speedup_fwd"] = row["reference"]["fwd_ms"] / row["torch"]["fwd_ms"]
-        row["speedup_fwd_bwd"] = row["reference"]["fwd_bwd_ms"] / row["torch"]["fwd_bwd_ms"]
-        print(f"  L={length}: torch form is {row['speedup_fwd']:.1f}× (fwd) and {row['speedup_fwd_bwd']:.1f}× "
-              f"(fwd+bwd) faster than the reference")
+            row[name] = {"fwd_ms": min(times[name]["fwd"]), "fwd_bwd_ms": min(times[name]["fwd_bwd"]),
+                         "aten_ops": _aten_op_count(fwd_bwd)}
+            ref = row.get("reference")
+            print(f"  L={length} {name}: fwd {row[name]['fwd_ms']:.0f} ms, fwd+bwd {row[name]['fwd_bwd_ms']:.0f} ms, "
+                  f"{row[name]['aten_ops']} aten ops", flush=True)
+        ref = row["reference"]
+        for name in variants:
+            if name != "reference":
+                row[name]["speedup_fwd_bwd"] = ref["fwd_bwd_ms"] / row[name]["fwd_bwd_ms"]
+                print(f"  L={length}: {name} is {ref['fwd_ms'] / row[name]['fwd_ms']:.1f}× (fwd) and "
+                      f"{row[name]['speedup_fwd_bwd']:.1f}× (fwd+bwd) faster than the reference")
         rows.append(row)
     return rows
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -42,7 +42,9 @@ def triton_available(tensor: torch.Tensor | None = None) -> bool:
     return tensor is None or tensor.is_cuda
 
 
-def resolve_backend(op: str, backend: str, choices: Sequence[str], tensor: torch.Tensor, auto: str) -> str:
+def resolve_backend(
+    op: str, backend: str, choices: Sequence[str], tensor: torch.Tensor, auto: str | Callable[[], str]
+) -> str:
     """Validate ``backend`` against ``choices`` and resolve ``"auto"`` to ``auto``.
 
     Args:
@@ -50,7 +52,8 @@ def resolve_backend(op: str, backend: str, choices: Sequence[str], tensor: torch
         backend: what the caller asked for.
         choices: the op's concrete backends.
         tensor: an input tensor; decides whether Triton can run.
-        auto: the backend ``"auto"`` resolves to (the op decides, e.g. by sequence length and device).
+        auto: the backend ``"auto"`` resolves to (the op decides, e.g. by sequence length and device), or a function
+            returning it, called only when ``"auto"`` is really resolved (it may run the Triton self-check).
 
     Raises:
         ValueError: unknown backend name.
@@ -59,7 +62,7 @@ def resolve_backend(op: str, backend: str, choices: Sequence[str], tensor: torch
     if backend == "auto":
         env = os.environ.get(BACKEND_ENV_VAR, "").strip()
         if not env:
-            return auto
+            return auto() if callable(auto) else auto
         if env not in choices:
             raise ValueError(f"{BACKEND_ENV_VAR}={env!r} is not a {op} backend; choose one of {sorted(choices)}.")
         backend = env

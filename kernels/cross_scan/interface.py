@@ -6,9 +6,14 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import plain_tensors, resolve_backend, triton_available
+from .._guard import compare, pinned_autotune, triton_allowed
 from .torch_impl import cross_merge_torch, cross_scan_torch
 
-__all__ = ["cross_scan", "cross_merge", "BACKENDS"]
+__all__ = ["cross_scan", "cross_merge", "BACKENDS", "TRITON_CHECK_TOLERANCES"]
+
+# Relative-error limits of the Triton self-check: the scan is a copy, the merge a float32 sum of four values rounded
+# once to the dtype, so only the summation order differs from the torch form.
+TRITON_CHECK_TOLERANCES = {torch.float32: 1e-6, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 
 
 def _scan_triton(x):
@@ -32,8 +37,40 @@ BACKENDS = {
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def _triton_candidate(t: torch.Tensor) -> bool:
+    """Whether ``auto`` considers Triton at all: CUDA tensors with triton installed, not float64."""
+    return t.is_cuda and triton_available(t) and t.dtype != torch.float64
+
+
+def _triton_self_check(device, dtype) -> None:
+    """Triton vs torch cross-scan and cross-merge (each the other's backward) on a small channels-last map."""
+    from . import triton_impl  # lazy, as _scan_triton
+
+    gen = torch.Generator().manual_seed(99)
+    x_raw = torch.randn(2, 5, 7, 3, generator=gen).to(dtype)  # (B, H, W, C): read through a permuted view, as SS2D
+    y_raw = torch.randn(2, 4, 3, 35, generator=gen).to(dtype)
+
+    def run(scan, merge, dev):
+        x = x_raw.to(dev).permute(0, 3, 1, 2).requires_grad_()
+        y = y_raw.to(dev).requires_grad_()
+        s, m = scan(x), merge(y, 5, 7)
+        dx, dy = torch.autograd.grad([s, m], [x, y], [torch.cos(s.detach()), torch.sin(m.detach())])
+        return {"scan": s, "merge": m, "d_scan": dx, "d_merge": dy}
+
+    ref = run(cross_scan_torch, cross_merge_torch, "cpu")
+    with pinned_autotune(triton_impl.AUTOTUNED_KERNELS):
+        out = run(triton_impl.cross_scan_triton, triton_impl.cross_merge_triton, device)
+    compare({k: t.detach().cpu() for k, t in out.items()}, ref, dict.fromkeys(ref, TRITON_CHECK_TOLERANCES[dtype]))
+
+
 def _resolve(op: str, backend: str, t: torch.Tensor) -> str:
-    auto = "triton" if (t.is_cuda and triton_available(t) and t.dtype != torch.float64) else "torch"
+    def auto() -> str:
+        config = [("device", str(t.device)), ("dtype", str(t.dtype).removeprefix("torch."))]
+        if _triton_candidate(t) and triton_allowed(
+                "cross_scan+cross_merge", config, lambda: _triton_self_check(t.device, t.dtype)):
+            return "triton"
+        return "torch"
+
     name = resolve_backend(op, backend, tuple(BACKENDS[op]), t, auto)
     if name == "triton" and t.dtype == torch.float64:
         raise ValueError(f"{op}: backend='triton' takes float16, bfloat16 or float32, not float64.")
@@ -54,7 +91,8 @@ def cross_scan(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
 
     Args:
         x: feature map of shape (B, C, H, W), any strides (a channels-last view is read in place by Triton).
-        backend: ``"auto"`` (``"triton"`` for CUDA tensors when triton is installed, except float64; else ``"torch"``),
+        backend: ``"auto"`` (``"triton"`` for CUDA tensors when triton is installed, except float64, once the
+            configuration passed its self-check, see ``_guard.py``; else ``"torch"``),
             ``"torch"`` or ``"triton"``. An explicit backend that cannot run raises.
 
     Returns:

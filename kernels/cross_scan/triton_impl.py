@@ -90,6 +90,10 @@ def _cross_merge_kernel(
     tl.store(x_ptr + plane.to(tl.int64) * L + row, acc.to(x_ptr.dtype.element_ty), mask=mask)
 
 
+# Every autotuned kernel, for the self-check behind backend="auto" (``_guard.pinned_autotune``).
+AUTOTUNED_KERNELS = (_cross_scan_kernel, _cross_merge_kernel)
+
+
 def _grid(meta, batch, channels, height, width):
     return (triton.cdiv(height, meta["BLOCK_H"]) * triton.cdiv(width, meta["BLOCK_W"]), batch * channels)
 

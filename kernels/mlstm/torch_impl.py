@@ -125,6 +125,96 @@ def mlstm_parallel(
     return h, (c_last, n_last, m_last)
 
 
+# Chunks per group in the state scan across chunks (:func:`_chunk_start_states`): each level of the hierarchy turns
+# G chunks into one group, so NC chunks need ceil(log_G NC) levels of a few batched ops each. 16 keeps the G×G weight
+# matrices and the extra matmul work (NC·G·DHQK·DHV per level) small next to the chunk-local work.
+STATE_SCAN_GROUP = 16
+
+
+def _finite_or_zero(m: torch.Tensor) -> torch.Tensor:
+    """The stabiliser where it is finite, 0 where it is -inf (no contribution yet), so that exp(-inf - m) stays 0."""
+    return m.masked_fill(m == float("-inf"), 0.0)
+
+
+def _prefix_argmax(x: torch.Tensor) -> torch.Tensor:
+    """Index of the maximum of x[..., :t+1] for every t (ties: the later index), by log2(L) doubling steps.
+
+    Written with pad/compare/where (no cummax, which ONNX lacks); the loop runs ceil(log2 L) times, fixed by the shape.
+    """
+    with torch.no_grad():
+        length = x.shape[-1]
+        best = x
+        index = torch.arange(length, device=x.device).expand(x.shape)
+        shift = 1
+        while shift < length:
+            prev_best = F.pad(best[..., :-shift], (shift, 0), value=float("-inf"))
+            prev_index = F.pad(index[..., :-shift], (shift, 0))
+            take = prev_best > best
+            best = torch.where(take, prev_best, best)
+            index = torch.where(take, prev_index, index)
+            shift *= 2
+    return index
+
+
+def _states_direct(g, amax, local, x0, m0, rows: int):
+    """States at the first ``rows`` chunk starts (``rows`` = NC, or NC + 1 to include the final state), directly.
+
+    Unrolled, the recurrence across chunks is m_c = max(G_c + m0, max_{j<c} (G_c - G_{j+1} + amax_j)) and
+    X_c = Σ_{j<c} exp(G_c - G_{j+1} + amax_j - m_c) local_j + exp(G_c + m0 - m_c) x0, with G_c = Σ_{j<c} g_j: one
+    (rows × NC) weight matrix and one matmul. Shapes: g, amax (..., NC); local (..., NC, E); x0 (..., E); m0 (...).
+    """
+    n = g.shape[-1]
+    after = torch.cumsum(g, dim=-1)  # G_{j+1}: log forget from the start up to the end of chunk j
+    before = F.pad(after, (1, 0))[..., :rows]  # G_c: up to the start of chunk c
+    log_w = before[..., :, None] - after[..., None, :] + amax[..., None, :]
+    earlier = torch.ones(rows, n, dtype=torch.bool, device=g.device).tril(-1)  # chunk j < row c
+    log_w = log_w.masked_fill(~earlier, float("-inf"))
+    log_init = before + m0[..., None]
+    m = torch.maximum(log_w.amax(dim=-1), log_init)
+    shift = _finite_or_zero(m)
+    x = torch.exp(log_w - shift[..., None]) @ local + torch.exp(log_init - shift)[..., None] * x0[..., None, :]
+    return x, m
+
+
+def _chunk_start_states(g, amax, local, x0, m0):
+    """The recurrence across chunks without a loop over chunks: states at every chunk start and the final state.
+
+    Per chunk c: g_c, its total log forget gate; local_c, its own contribution to its end state, scaled by
+    exp(-amax_c). The recurrence m_{c+1} = max(g_c + m_c, amax_c), X_{c+1} = exp(g_c + m_c - m_{c+1}) X_c +
+    exp(amax_c - m_{c+1}) local_c has the same form as the token recurrence, so it is solved the same way: groups of
+    ``STATE_SCAN_GROUP`` chunks get their own contribution (a weighted sum), the group starts come from the same
+    function one level up (recursion depth ceil(log_G NC), fixed by the shape), and each group is filled in from its
+    start with :func:`_states_direct`. The stabiliser is exactly the recurrent one at every level.
+
+    Shapes: g, amax (..., NC); local (..., NC, E); x0 (..., E); m0 (...). Returns X (..., NC + 1, E), m (..., NC + 1).
+    """
+    n = g.shape[-1]
+    group = STATE_SCAN_GROUP
+    if n <= group:
+        return _states_direct(g, amax, local, x0, m0, n + 1)
+    groups = -(-n // group)
+    pad = groups * group - n
+    if pad:  # empty chunks: no forgetting, no contribution
+        g = F.pad(g, (0, pad))
+        amax = F.pad(amax, (0, pad), value=float("-inf"))
+        local = F.pad(local, (0, 0, 0, pad))
+    lead = g.shape[:-1]
+    g = g.reshape(*lead, groups, group)
+    amax = amax.reshape(*lead, groups, group)
+    local = local.reshape(*lead, groups, group, local.shape[-1])
+    inner = torch.cumsum(g, dim=-1)
+    g_total = inner[..., -1]
+    to_end = g_total[..., None] - inner + amax  # log weight of chunk j's contribution in its group's end state
+    to_end_max = to_end.amax(dim=-1)
+    weights = torch.exp(to_end - _finite_or_zero(to_end_max)[..., None])
+    group_local = (weights[..., None, :] @ local)[..., 0, :]
+    x_groups, m_groups = _chunk_start_states(g_total, to_end_max, group_local, x0, m0)
+    x, m = _states_direct(g, amax, local, x_groups[..., :-1, :], m_groups[..., :-1], group)
+    x = torch.cat([x.flatten(-3, -2)[..., :n, :], x_groups[..., -1:, :]], dim=-2)
+    m = torch.cat([m.flatten(-2)[..., :n], m_groups[..., -1:]], dim=-1)
+    return x, m
+
+
 def mlstm_chunkwise(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -137,9 +227,16 @@ def mlstm_chunkwise(
     return_last_state: bool = False,
     eps: float = 1e-6,
 ) -> torch.Tensor | tuple[torch.Tensor, MLSTMState]:
-    """Chunkwise mLSTM: O(S·chunk_size) memory; any S (the last chunk is padded inside)."""
+    """Chunkwise mLSTM: O(S·chunk_size) memory, any S (the last chunk is padded inside), no loop over chunks.
+
+    Three batched stages: each chunk's own contribution to its end state; the states at every chunk start from
+    :func:`_chunk_start_states` (O(log S) ops); the outputs from those states plus the masked L×L decay matrix inside
+    each chunk. The state is carried as C' = [C | n] (DHQK × (DHV + 1)) with v extended by a column of ones, so the
+    numerator and the normaliser come out of the same matmuls. Python control flow depends only on shapes, so the
+    function traces (TorchScript, ONNX) to a fixed graph.
+    """
     out_dtype = v.dtype
-    q, k, v, igate, log_f, (c, n, m) = _prepare(q, k, v, igate, fgate, initial_state)
+    q, k, v, igate, log_f, (c0, n0, m0) = _prepare(q, k, v, igate, fgate, initial_state)
     batch, heads, seq, dqk = q.shape
     dv = v.shape[-1]
     chunk = max(1, min(chunk_size, seq))
@@ -150,44 +247,41 @@ def mlstm_chunkwise(
         log_f = F.pad(log_f, (0, pad), value=0.0)
         igate = F.pad(igate, (0, pad), value=float("-inf"))
     n_chunks = (seq + pad) // chunk
-    qc, kc, vc = (t.reshape(batch, heads, n_chunks, chunk, -1) for t in (q, k, v))
+    v1 = F.pad(v, (0, 1), value=1.0)  # [v, 1]: the last column carries the normaliser state n
+    qc, kc = (t.reshape(batch, heads, n_chunks, chunk, dqk) for t in (q, k))
+    vc = v1.reshape(batch, heads, n_chunks, chunk, dv + 1)
     ic = igate.reshape(batch, heads, n_chunks, chunk)
     within = torch.cumsum(log_f.reshape(batch, heads, n_chunks, chunk), dim=-1)  # b_t inside each chunk
     total = within[..., -1]  # g_c: log-forget across the whole chunk
 
-    # Recurrence across chunks on the (C, n, m) state at each chunk start.
-    to_end = total[..., None] - within + ic  # log weight of token s in the chunk-end state
+    # Each chunk's own contribution to its end state, scaled by exp(-max log weight).
+    to_end = total[..., None] - within + ic
     to_end_max = to_end.amax(dim=-1)
     w = torch.exp(to_end - to_end_max[..., None])
-    local_c = torch.einsum("bhcs,bhcsd,bhcse->bhcde", w, kc, vc)  # chunk's own contribution, scaled by exp(-max)
-    local_n = torch.einsum("bhcs,bhcsd->bhcd", w, kc)
-    m = m[..., 0]
-    starts_c, starts_n, starts_m = [], [], []
-    for idx in range(n_chunks):
-        starts_c.append(c)
-        starts_n.append(n)
-        starts_m.append(m)
-        m_new = torch.maximum(total[..., idx] + m, to_end_max[..., idx])
-        keep = torch.exp(total[..., idx] + m - m_new)
-        add = torch.exp(to_end_max[..., idx] - m_new)
-        c = keep[..., None, None] * c + add[..., None, None] * local_c[:, :, idx]
-        n = keep[..., None] * n + add[..., None] * local_n[:, :, idx]
-        m = m_new
-    c_start = torch.stack(starts_c, dim=2)  # (B, NH, NC, DQK, DV)
-    n_start = torch.stack(starts_n, dim=2)
-    m_start = torch.stack(starts_m, dim=2)  # (B, NH, NC)
+    local = (kc * w[..., None]).transpose(-1, -2) @ vc  # (B, NH, NC, DHQK, DHV + 1)
+    x0 = torch.cat([c0, n0[..., None]], dim=-1).flatten(-2)
+    starts, m_starts = _chunk_start_states(total, to_end_max, local.flatten(-2), x0, m0[..., 0])
+    state_start = starts[:, :, :n_chunks].reshape(batch, heads, n_chunks, dqk, dv + 1)
 
-    # Outputs: inter-chunk part from the start state, intra-chunk part from the masked decay matrix.
-    log_decay = within[..., :, None] - within[..., None, :] + ic[..., None, :]
+    # Outputs: inter-chunk part from the start state, intra-chunk part from the masked L×L decay matrix. The
+    # stabiliser m_t = b_t + max(m_c, max_{s<=t} (i_s - b_s)) is the row maximum of the log-decay matrix; it comes
+    # from a prefix arg-max over O(L) values, so no L×L max and no L×L max-backward.
+    rise = ic - within  # i_s - b_s
+    m_intra = within + rise.gather(-1, _prefix_argmax(rise))
+    m_t = torch.maximum(m_intra, within + m_starts[:, :, :n_chunks, None])
+    # The L×L work uses the stabiliser as a constant (it cancels between numerator and normaliser); h depends on m_t
+    # only through eps, h = N / (max(|D|, 1) + eps·exp(m_t)) unstabilised, and the factor exp(m_t - m_fixed) (= 1)
+    # puts exactly that dependence back.
+    m_fixed = m_t.detach()
     causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-    log_decay = log_decay.masked_fill(~causal, float("-inf"))
-    log_inter = within + m_start[..., None]  # (B, NH, NC, L)
-    m_t = torch.maximum(log_decay.amax(dim=-1), log_inter)
-    scores = (qc @ kc.transpose(-1, -2)) * torch.exp(log_decay - m_t[..., None])
-    inter_w = torch.exp(log_inter - m_t)
-    num = scores @ vc + inter_w[..., None] * (qc @ c_start)
-    den = scores.sum(-1) + inter_w * (qc @ n_start[..., None])[..., 0]
-    h = _normalise(num, den, m_t, eps).reshape(batch, heads, n_chunks * chunk, dv)[:, :, :seq].to(out_dtype)
+    log_decay = ((within - m_fixed)[..., :, None] + rise[..., None, :]).masked_fill(~causal, float("-inf"))
+    scores = (qc @ kc.transpose(-1, -2)) * torch.exp(log_decay)
+    inter_w = torch.exp(within + m_starts[:, :, :n_chunks, None] - m_fixed)
+    num_den = scores @ vc + inter_w[..., None] * (qc @ state_start)
+    norm = torch.maximum(num_den[..., dv].abs(), torch.exp(-m_fixed)) + eps * torch.exp(m_t - m_fixed)
+    h = num_den[..., :dv] / norm[..., None]
+    h = h.reshape(batch, heads, n_chunks * chunk, dv)[:, :, :seq].to(out_dtype)
     if return_last_state:
-        return h, (c, n, m[..., None])
+        last = starts[:, :, n_chunks].reshape(batch, heads, dqk, dv + 1)
+        return h, (last[..., :dv], last[..., dv], m_starts[:, :, n_chunks:])
     return h

@@ -540,6 +540,11 @@ def _bwd_dv_kernel(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# Every autotuned kernel, for the self-check (``_guard.pinned_autotune``) and the compile report.
+AUTOTUNED_KERNELS = (_fwd_local_kernel, _fwd_scan_kernel, _fwd_out_kernel, _bwd_prep_kernel, _bwd_local_kernel,
+                     _bwd_scan_kernel, _bwd_dqdk_kernel, _bwd_dv_kernel)
+
+
 def kernel_chunk_size(chunk_size: int, seq_len: int) -> int:
     """The chunk length the kernels use: a power of two in [16, 128], no longer than needed for ``seq_len``.
 

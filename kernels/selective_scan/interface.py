@@ -8,9 +8,14 @@ import functools
 import torch
 
 from .._dispatch import plain_tensors, resolve_backend, triton_available
+from .._guard import compare, pinned_autotune, triton_allowed
 from .torch_impl import selective_scan_chunked, selective_scan_reference
 
-__all__ = ["selective_scan", "BACKENDS", "mamba_ssm_available"]
+__all__ = ["selective_scan", "BACKENDS", "mamba_ssm_available", "TRITON_CHECK_TOLERANCES"]
+
+# Relative-error limits of the Triton self-check (outputs and gradients), as the GPU tests
+# (tests/kernels/test_selective_scan_triton.py) use them, keyed by the dtype of u.
+TRITON_CHECK_TOLERANCES = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,6 +64,91 @@ def _mamba_ssm(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_
     return result.to(out_dtype)
 
 
+def _triton_self_check(device, dtypes: dict, n: int, forms: dict, flags: dict, blocks: dict, out_dtype) -> None:
+    """Triton vs the float64 chunked form on a short scan with this configuration's tiles, forward and backward."""
+    from . import triton_impl  # lazy, as _triton
+
+    block_d = max(blocks["BLOCK_D_FWD"], blocks["BLOCK_D_BWD"])
+    groups = {name: (2 if form == 4 else 1) for name, form in forms.items()}
+    group_size = block_d  # one program per group and batch element
+    dim = group_size * max(groups.values())
+    batch, length = 1, 2 * blocks["BLOCK_L"] + 3  # three chunks, the last one partial
+    gen = torch.Generator().manual_seed(4321)
+
+    def rnd(*shape, scale=1.0, shift=0.0):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale + shift
+
+    def bc_shape(name):
+        return {2: (dim, n), 3: (batch, n, length), 4: (batch, groups[name], n, length)}[forms[name]]
+
+    raw = {
+        "u": rnd(batch, dim, length), "delta": rnd(batch, dim, length, scale=0.5, shift=-1.0),
+        "A": -torch.exp(rnd(dim, n, scale=0.5)), "B": rnd(*bc_shape("B")), "C": rnd(*bc_shape("C")),
+        "D": rnd(dim) if flags["D"] else None, "z": rnd(batch, dim, length) if flags["z"] else None,
+        "delta_bias": rnd(dim, scale=0.3) if flags["delta_bias"] else None,
+    }
+    raw = {k: (t.to(dtypes[k]).double() if t is not None else None) for k, t in raw.items()}
+    names = [k for k, t in raw.items() if t is not None]
+    gen_out = torch.Generator().manual_seed(1)
+    weights = None
+
+    def run(fn, dev, cast):
+        nonlocal weights
+        x = {k: (t.to(device=dev, dtype=cast(k)).requires_grad_() if t is not None else None) for k, t in raw.items()}
+        out, last = fn(**x, delta_softplus=flags["softplus"], return_last_state=True)
+        if weights is None:
+            weights = [torch.randn(out.shape, generator=gen_out, dtype=torch.float64),
+                       torch.randn(last.shape, generator=gen_out, dtype=torch.float64)]
+        loss = (out * weights[0].to(dev, out.dtype)).sum() + (last * weights[1].to(dev, last.dtype)).sum()
+        grads = torch.autograd.grad(loss, [x[k] for k in names])
+        return {"out": out, "last_state": last, **{f"d{k}": g for k, g in zip(names, grads)}}
+
+    ref = run(selective_scan_chunked, "cpu", lambda k: torch.float64)
+    with pinned_autotune(triton_impl.AUTOTUNED_KERNELS), _block_overrides(triton_impl, blocks):
+        out = run(lambda **kw: triton_impl.selective_scan_triton(**kw, out_dtype=out_dtype), device,
+                  lambda k: dtypes[k])
+    limit = TRITON_CHECK_TOLERANCES[dtypes["u"]]
+    compare({k: t.detach().cpu() for k, t in out.items()}, ref, dict.fromkeys(ref, limit))
+
+
+class _block_overrides:
+    """Temporarily force ``triton_impl.BLOCK_OVERRIDES`` (the tiles the real call would use)."""
+
+    def __init__(self, module, blocks: dict) -> None:
+        self.module, self.blocks = module, blocks
+
+    def __enter__(self):
+        self.saved = dict(self.module.BLOCK_OVERRIDES)
+        self.module.BLOCK_OVERRIDES.clear()
+        self.module.BLOCK_OVERRIDES.update(self.blocks)
+
+    def __exit__(self, *exc):
+        self.module.BLOCK_OVERRIDES.clear()
+        self.module.BLOCK_OVERRIDES.update(self.saved)
+
+
+def _guarded_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype) -> bool:
+    """Whether ``auto`` may run Triton here: the self-check's verdict for this configuration (cached)."""
+    import math
+
+    from .triton_impl import BLOCK_OVERRIDES, block_sizes
+
+    batch, dim, length = u.shape
+    n = A.shape[1]
+    sizes = [dim // t.shape[1] if t.ndim == 4 else dim for t in (B, C)]
+    blocks = {**block_sizes(dim, n, length, math.gcd(*sizes)), **BLOCK_OVERRIDES}
+    named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z, "delta_bias": delta_bias}
+    dtypes = {k: (t.dtype if t is not None else torch.float32) for k, t in named.items()}
+    forms = {"B": B.ndim, "C": C.ndim}
+    flags = {"D": D is not None, "z": z is not None, "delta_bias": delta_bias is not None,
+             "softplus": bool(delta_softplus)}
+    config = [("device", str(u.device)), *((f"{k}_dtype", str(t).removeprefix("torch.")) for k, t in dtypes.items()),
+              ("N", n), ("B_ndim", forms["B"]), ("C_ndim", forms["C"]), *flags.items(), *sorted(blocks.items()),
+              ("out_dtype", str(out_dtype).removeprefix("torch.") if out_dtype is not None else "u")]
+    return triton_allowed("selective_scan", config, lambda: _triton_self_check(
+        u.device, dtypes, n, forms, flags, blocks, out_dtype))
+
+
 BACKENDS = {
     "reference": _reference,
     "torch": _torch,
@@ -67,6 +157,11 @@ BACKENDS = {
 }
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _triton_candidate(u: torch.Tensor) -> bool:
+    """Whether ``auto`` considers Triton at all: CUDA tensors with triton installed."""
+    return u.is_cuda and triton_available(u)
 
 
 def _check_bc(name: str, t: torch.Tensor, batch: int, dim: int, n: int, length: int) -> None:
@@ -157,8 +252,8 @@ def selective_scan(
         delta_bias: added to delta before the softplus, of shape (D,). Default: none.
         delta_softplus: apply softplus to ``delta + delta_bias``. Default: False.
         return_last_state: also return the final state h_{L-1}.
-        backend: ``"auto"`` (``"triton"`` for CUDA tensors when triton is installed and no input is float64, else
-            ``"torch"``), or one of ``"reference"`` (step-by-step loop under autograd: the ground truth, slow),
+        backend: ``"auto"`` (``"triton"`` for CUDA tensors when triton is installed, no input is float64 and the
+            configuration passed its once-per-process self-check, see ``_guard.py``; else ``"torch"``), or one of ``"reference"`` (step-by-step loop under autograd: the ground truth, slow),
             ``"torch"`` (chunked pure PyTorch with a recomputing backward; CPU and any GPU), ``"triton"`` (CUDA, or the
             CPU interpreter under ``TRITON_INTERPRET=1``; float16/bfloat16/float32), ``"mamba_ssm"`` (mamba-ssm's
             CUDA kernel, only when it imports). An explicit backend that cannot run raises; it never falls back.
@@ -179,7 +274,13 @@ def selective_scan(
     u, delta, A, B, C, D, z, delta_bias = plain_tensors(u, delta, A, B, C, D, z, delta_bias)
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, out_dtype)
     any_f64 = any(t is not None and t.dtype == torch.float64 for t in (u, delta, A, B, C, D, z, delta_bias))
-    auto = "triton" if (u.is_cuda and triton_available(u) and not any_f64) else "torch"
+
+    def auto() -> str:
+        if _triton_candidate(u) and not any_f64 and _guarded_triton(
+                u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype):
+            return "triton"
+        return "torch"
+
     name = resolve_backend("selective_scan", backend, tuple(BACKENDS), u, auto)
     if name == "triton" and any_f64:
         raise ValueError("selective_scan: backend='triton' takes float16, bfloat16 or float32 inputs, not float64.")

@@ -38,7 +38,12 @@ __all__ = ["selective_scan_reference", "selective_scan_chunked", "compute_dtype"
 
 # The chunked form sizes its chunk so that one (T, B, D, N) tensor holds about this many elements: big enough that the
 # whole-chunk ops amortise their overhead, small enough that the handful of such tensors stays in cache-friendly MBs.
-CHUNK_TARGET_ELEMENTS = 1 << 20
+CHUNK_TARGET_ELEMENTS = 1 << 18
+# On a GPU the chunk only bounds memory: 2^26 elements (256 MiB in float32) per (T, B, N, D) tensor, so VM-UNet's
+# largest scan (batch 8, 4096 steps, 768 channels, N = 16) takes 6 chunks instead of one per 8 steps.
+CUDA_CHUNK_TARGET_ELEMENTS = 1 << 26
+# Steps per group of the log-depth scan (_scan_log_): each level costs about 3·G ops on 1/G of the data.
+SCAN_GROUP = 8
 
 _SOFTPLUS_THRESHOLD = 20.0  # F.softplus's default, and mamba-ssm's: above it softplus(x) = x
 
@@ -155,15 +160,66 @@ def _chunk_inputs(dt: torch.Tensor, dtu: torch.Tensor, A_t: torch.Tensor, Bc: to
     return torch.exp(dt.unsqueeze(2) * A_t), _expand_bc(dtu, Bc)
 
 
-def _run_states(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """In place: b[t] <- a[t] ⊙ h_{t-1} + b[t], starting from h; returns b, now the states (T, B, N, D)."""
+def _scan_sequential_(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """In place: b[t] <- a[t] ⊙ h_{t-1} + b[t], starting from h_{-1} = h; one fused op per step. Returns b."""
     for a_t, b_t in zip(a.unbind(0), b.unbind(0)):  # unbind: one call for all step views, cheaper than b[t]
         h = b_t.addcmul_(a_t, h)
     return b
 
 
-def _chunk_size(batch: int, dim: int, n: int, length: int) -> int:
+def _scan_log_(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The same scan in O(SCAN_GROUP · log_G T) ops instead of T: two-level, recursively.
+
+    Steps are grouped G at a time. Every group is scanned from a zero state, all groups at once (G ops); the group
+    totals (decay product, end state) form a scan of T/G steps, solved the same way (recursion depth fixed by T); each
+    group is then corrected by its true start state times the running decay product (2G ops). Only products and sums
+    of decays in [0, 1]: nothing is divided, underflow to 0 is harmless. A tail of T mod G steps runs sequentially.
+    """
+    steps, group = b.shape[0], SCAN_GROUP
+    if steps <= group:
+        return _scan_sequential_(a, b, h)
+    n_groups = steps // group
+    main = n_groups * group
+    ag, bg = a[:main].view(n_groups, group, *a.shape[1:]), b[:main].view(n_groups, group, *b.shape[1:])
+    for j in range(1, group):
+        bg[:, j].addcmul_(ag[:, j], bg[:, j - 1])
+    ends = _scan_log_(ag.prod(dim=1), bg[:, -1].clone(), h)  # state at the end of every group
+    carry = torch.cat([h.unsqueeze(0), ends[:-1]])  # and at its start
+    for j in range(group):
+        bg[:, j].add_(carry.mul_(ag[:, j]))
+    if main < steps:
+        _scan_sequential_(a[main:], b[main:], b[main - 1])
+    return b
+
+
+def _run_states(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor, method: str) -> torch.Tensor:
+    """In place: b becomes the states h_t = a_t ⊙ h_{t-1} + b_t of a chunk (T, B, N, D), from h_{-1} = h."""
+    return (_scan_log_ if method == "log" else _scan_sequential_)(a, b, h)
+
+
+def _run_adjoint(a: torch.Tensor, g: torch.Tensor, w: torch.Tensor, method: str) -> torch.Tensor:
+    """In place where possible: g_t <- g_t + a_{t+1} g_{t+1}, the last step adding w (= a_T g_T of the next chunk)."""
+    if method != "log":
+        g_steps, a_steps = g.unbind(0), a.unbind(0)
+        g_steps[-1].add_(w)
+        for t in range(g.shape[0] - 2, -1, -1):
+            g_steps[t].addcmul_(a_steps[t + 1], g_steps[t + 1])
+        return g
+    # reversed in time it is the forward scan with decays a_{t+1} (and 1 for the step that receives w)
+    decays = torch.cat([a[1:], torch.ones_like(a[:1])]).flip(0)
+    return _scan_log_(decays, g.flip(0), w).flip(0)
+
+
+def default_scan_method(device: torch.device) -> str:
+    """"log" on GPUs (few large launches), "sequential" on the CPU (one cheap in-cache op per step is faster)."""
+    return "log" if device.type == "cuda" else "sequential"
+
+
+def _chunk_size(batch: int, dim: int, n: int, length: int, device: torch.device) -> int:
+    """Steps per chunk: about CHUNK_TARGET_ELEMENTS (CPU) or CUDA_CHUNK_TARGET_ELEMENTS per (T, B, N, D) tensor."""
     per_step = max(1, batch * dim * n)
+    if device.type == "cuda":
+        return max(1, min(length, CUDA_CHUNK_TARGET_ELEMENTS // per_step))
     size = 8
     while size < 512 and size * 2 * per_step <= CHUNK_TARGET_ELEMENTS:
         size *= 2
@@ -172,7 +228,7 @@ def _chunk_size(batch: int, dim: int, n: int, length: int) -> int:
 
 class _ChunkedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, out_dtype, chunk):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, out_dtype, chunk, method):
         dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
         batch, dim, length = u.shape
         n = A.shape[1]
@@ -180,7 +236,8 @@ class _ChunkedScan(torch.autograd.Function):
         dtT = _dt(delta, delta_bias, softplus, dtype).permute(2, 0, 1).contiguous()
         A_t = A.to(dtype).t().contiguous()
         Bt, Ct = _bc_time_major(B, dtype), _bc_time_major(C, dtype)
-        chunk = chunk or _chunk_size(batch, dim, n, length)
+        chunk = chunk or _chunk_size(batch, dim, n, length, u.device)
+        method = method or default_scan_method(u.device)
         dtu = dtT * uT
 
         h = uT.new_zeros(batch, n, dim)
@@ -190,7 +247,7 @@ class _ChunkedScan(torch.autograd.Function):
             sl = slice(t0, min(length, t0 + chunk))
             starts.append(h)
             a, b = _chunk_inputs(dtT[sl], dtu[sl], A_t, Bt if Bt.ndim == 2 else Bt[sl])
-            states = _run_states(a, b, h)
+            states = _run_states(a, b, h, method)
             yT[sl] = _contract_n(states, Ct if Ct.ndim == 2 else Ct[sl])
             h = states[-1].clone()  # a copy: a view would keep the whole chunk alive
         if D is not None:
@@ -200,7 +257,7 @@ class _ChunkedScan(torch.autograd.Function):
         out = out.to(out_dtype or u.dtype)
 
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, torch.stack(starts))
-        ctx.softplus, ctx.chunk = softplus, chunk
+        ctx.softplus, ctx.chunk, ctx.method = softplus, chunk, method
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None: skip its work
         return out, h.transpose(1, 2).contiguous()
 
@@ -211,7 +268,7 @@ class _ChunkedScan(torch.autograd.Function):
         dtype = starts.dtype
         batch, dim, length = u.shape
         n = A.shape[1]
-        chunk = ctx.chunk
+        chunk, method = ctx.chunk, ctx.method
         uT = u.to(dtype).permute(2, 0, 1).contiguous()
         x = delta.to(dtype) + (delta_bias.to(dtype)[:, None] if delta_bias is not None else 0.0)
         dtT = (F.softplus(x) if ctx.softplus else x).permute(2, 0, 1).contiguous()
@@ -236,7 +293,7 @@ class _ChunkedScan(torch.autograd.Function):
             dt_c, dtu_c, u_c = dtT[sl], dtu[sl], uT[sl]
             a, b = _chunk_inputs(dt_c, dtu_c, A_t, Bc)
             h0 = starts[idx]
-            states = _run_states(a, b, h0)
+            states = _run_states(a, b, h0, method)
             dy = doutT[sl]
             if z is not None:
                 y = _contract_n(states, Cc)
@@ -249,11 +306,7 @@ class _ChunkedScan(torch.autograd.Function):
             if D_ is not None:
                 dD += (dy * u_c).sum((0, 1))
             # adjoint recurrence, in place: g_t = dy_t C_t + a_{t+1} ⊙ g_{t+1}
-            g = _expand_bc(dy, Cc)
-            g_steps, a_steps = g.unbind(0), a.unbind(0)
-            g_steps[-1].add_(w)
-            for t in range(g.shape[0] - 2, -1, -1):
-                g_steps[t].addcmul_(a_steps[t + 1], g_steps[t + 1])
+            g = _run_adjoint(a, _expand_bc(dy, Cc), w, method)
             w = a[0] * g[0]
             # dC from the states; dB, du, ddt from g; dA and ddt from s_t = g_t ⊙ a_t ⊙ h_{t-1}
             if Ct.ndim == 2:
@@ -298,6 +351,7 @@ class _ChunkedScan(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -314,14 +368,20 @@ def selective_scan_chunked(
     return_last_state: bool = False,
     out_dtype: torch.dtype | None = None,
     chunk_size: int | None = None,
+    scan: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunked selective scan with a recomputing backward. Shapes as :func:`selective_scan`.
 
     Args:
-        chunk_size: steps per chunk; ``None`` sizes it to about ``CHUNK_TARGET_ELEMENTS`` per (T, B, D, N) tensor.
-            Memory kept for the backward is the inputs plus ``ceil(L / chunk_size)`` states of (B, D, N).
+        chunk_size: steps per chunk; ``None`` sizes it to about ``CHUNK_TARGET_ELEMENTS`` (CPU) or
+            ``CUDA_CHUNK_TARGET_ELEMENTS`` (GPU) per (T, B, D, N) tensor. Memory kept for the backward is the inputs
+            plus ``ceil(L / chunk_size)`` states of (B, D, N).
+        scan: how the recurrence inside a chunk runs: ``"sequential"`` (one op per step) or ``"log"``
+            (:func:`_scan_log_`, O(log T) groups of ops); ``None``: :func:`default_scan_method` of the device.
 
     The gradient of the last state is propagated (mamba-ssm ignores it).
     """
-    out, last = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, chunk_size)
+    if scan not in (None, "sequential", "log"):
+        raise ValueError(f"selective_scan_chunked: scan must be 'sequential', 'log' or None; got {scan!r}.")
+    out, last = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, chunk_size, scan)
     return (out, last) if return_last_state else out

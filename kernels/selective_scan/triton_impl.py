@@ -295,6 +295,10 @@ def _ss_bwd_kernel(
         tl.store(dbias_ptr + vec_off, dbias_acc)
 
 
+# Every autotuned kernel, for the self-check behind backend="auto" (``_guard.pinned_autotune``).
+AUTOTUNED_KERNELS = (_ss_fwd_kernel, _ss_bwd_kernel)
+
+
 def _pow2_divisor(value: int, cap: int) -> int:
     """Largest power of two <= cap that divides value."""
     block = 1

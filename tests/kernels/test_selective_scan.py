@@ -97,6 +97,48 @@ def test_torch_chunk_sizes(chunk_size):
     assert_all_close(got, ref, 1e-12)
 
 
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+@pytest.mark.parametrize("chunk_size", [7, 64, 300, None])
+def test_torch_log_depth_scan_matches_reference_float64(chunk_size, option):
+    # The log-depth scan (the default on GPUs): 300 steps in one chunk are 37 groups of 8 plus a tail of 4, the 37
+    # group totals again 4 groups of 8 plus 5, then 4 -> sequential; chunks of 7 stay below one group.
+    from xlstm_seg_kernels.selective_scan.torch_impl import SCAN_GROUP
+
+    assert SCAN_GROUP == 8
+    opts = dict(OPTIONS[option])
+    softplus = opts.pop("softplus")
+    inputs = make_inputs(2, 4, 3, 300, "BGNL", "BNL", **opts, seed=chunk_size or 1)
+    ref = outputs_and_grads(selective_scan_reference, inputs, softplus=softplus)
+    got = outputs_and_grads(lambda **kw: selective_scan_chunked(**kw, chunk_size=chunk_size, scan="log"), inputs,
+                            softplus=softplus)
+    assert_all_close(got, ref, 1e-12)
+
+
+def _op_count(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(event.count for event in prof.key_averages() if event.key.startswith("aten::"))
+
+
+def test_log_depth_scan_op_count_grows_with_log_of_the_length():
+    # One chunk of L steps: 512 -> 4096 steps (8×) adds one level, a fixed few hundred aten calls; the sequential scan
+    # adds a handful of ops per step (thousands).
+    counts = {}
+    for method in ("log", "sequential"):
+        for length in (512, 4096):
+            inputs = make_inputs(1, 2, 2, length, "BNL", with_z=False, seed=0, dtype=torch.float32)
+
+            def run(inputs=inputs, length=length, method=method):
+                out = selective_scan_chunked(**inputs, chunk_size=length, scan=method)
+                out.sum().backward()
+
+            counts[method, length] = _op_count(run)
+    assert counts["log", 4096] - counts["log", 512] < 400, counts
+    assert counts["sequential", 4096] - counts["sequential", 512] > 10 * (4096 - 512), counts
+
+
 @pytest.mark.parametrize("use", ["out_only", "last_only"])
 def test_torch_partial_losses(use):
     # the backward gets None for the unused output; the result must still match
@@ -237,3 +279,14 @@ def test_triton_backend_rejects_float64(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(ValueError, match="float64"):
         selective_scan(**_base_args(), backend="triton")
+
+
+def test_chunk_sizes_per_device():
+    # CPU: cache-sized chunks (2^18 elements per (T, B, N, D) tensor); GPU: memory-sized (2^26), one launch group
+    # per chunk, so VM-UNet's largest scan (batch 8, L 4096, 768 channels, N 16) takes 6 chunks.
+    from xlstm_seg_kernels.selective_scan.torch_impl import _chunk_size, default_scan_method
+
+    assert _chunk_size(2, 192, 16, 4096, torch.device("cpu")) == 32
+    assert _chunk_size(8, 768, 16, 4096, torch.device("cuda")) == 682
+    assert _chunk_size(1, 4, 2, 100, torch.device("cuda")) == 100
+    assert default_scan_method(torch.device("cuda")) == "log" and default_scan_method(torch.device("cpu")) == "sequential"

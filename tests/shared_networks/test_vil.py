@@ -75,14 +75,6 @@ def test_patch_tokens_are_row_major_voxels():
     assert not torch.allclose(a[..., -1], b[..., -1])
 
 
-def test_spatial_vil_runs_in_float32_under_autocast_and_keeps_dtype():
-    layer = SpatialViL(8)
-    x = torch.randn(1, 8, 4, 4).bfloat16()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = layer(x)
-    assert y.dtype == torch.bfloat16 and y.shape == x.shape
-
-
 def test_channel_token_layer_rejects_other_map_sizes():
     layer = SpatialViL(25, token_mode="channel")
     assert layer(torch.randn(1, 512, 5, 5)).shape == (1, 512, 5, 5)
