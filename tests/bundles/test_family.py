@@ -1,0 +1,80 @@
+# Copyright 2026 the xlstm-seg authors. Apache-2.0.
+"""The bundles as a family: configs rendered from one source per bundle, MONAI's override semantics, the scaffold."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigParser
+
+from xlstm_bundle_tools import render as family
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLES = sorted(p.parent for p in (REPO / "bundles").glob("*/bundle.yaml"))
+
+
+def test_every_bundle_has_a_source():
+    with_configs = sorted(p.parent.parent for p in (REPO / "bundles").glob("*/configs/metadata.json"))
+    assert with_configs == BUNDLES and len(BUNDLES) >= 3
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_committed_configs_are_what_the_source_renders(bundle):
+    stale = family.stale_files(bundle)
+    assert not stale, f"stale: {[str(p) for p in stale]}; run `make configs` and commit the result"
+
+
+def _without_marker(template: dict, bundle: str) -> dict:
+    config = family._substitute(copy.deepcopy(template), bundle)
+    config.pop(family.MARKER)
+    return config
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+@pytest.mark.parametrize("output", ["train", "inference", "metadata"])
+def test_sections_apply_as_monai_applies_an_override_file(bundle, output, tmp_path):
+    """The independent implementation: MONAI's own merge of [template, section] gives the rendered content."""
+    source = family.load_yaml(bundle / "bundle.yaml")
+    section = {**(source.get("shared") or {}), **(source.get(output) or {})} if output != "metadata" else source["metadata"]
+    template = _without_marker(family.load_yaml(family.TEMPLATES / f"{output}.yaml"), bundle.name)
+    (tmp_path / "t.json").write_text(json.dumps(template))
+    (tmp_path / "s.json").write_text(json.dumps(section))
+    merged = ConfigParser.load_config_files([str(tmp_path / "t.json"), str(tmp_path / "s.json")])
+    rendered = json.loads((bundle / "configs" / f"{output}.json").read_text())
+    assert merged == rendered
+
+
+def test_override_paths_and_merges():
+    config = {"a": {"b": [1, {"c": 2}]}, "x#y": {"z": 1}, "lst": [1]}
+    family.apply_override(config, "a#b#1#c", 3)
+    family.apply_override(config, "x#y#w", 2)  # flat override-style key followed as a prefix
+    family.apply_override(config, "+lst", [2, 3])
+    family.apply_override(config, "+a#b#1", {"d": 4})
+    family.apply_override(config, "new#path", 5)
+    assert config == {"a": {"b": [1, {"c": 3, "d": 4}]}, "x#y": {"z": 1, "w": 2}, "lst": [1, 2, 3], "new#path": 5}
+    with pytest.raises(family.RenderError, match=r"'\+a#b#0' merges a list into int"):
+        family.apply_override(config, "+a#b#0", [1], "'+a#b#0'")
+    with pytest.raises(family.RenderError, match=r"'7' is not an index of a list of 2"):
+        family.apply_override(config, "a#b#7", 1)
+
+
+def test_a_required_id_left_unset_is_named():
+    source = family.load_yaml(REPO / "bundles" / "xlstm_unet_amos3d" / "bundle.yaml")
+    del source["train"]["validate#inferer"]
+    with pytest.raises(family.RenderError, match=r"x.yaml: train.json needs \['validate#inferer'\]"):
+        family.render(source, "xlstm_unet_amos3d", "x.yaml")
+    with pytest.raises(family.RenderError, match=r"unknown sections \['trian'\]"):
+        family.render({"trian": {}}, "b", "x.yaml")
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_multi_gpu_runs_every_train_initialize_step_on_rank_zero(bundle):
+    train = json.loads((bundle / "configs" / "train.json").read_text())
+    multi = json.loads((bundle / "configs" / "multi_gpu_train.json").read_text())
+    assert set(train["imports"]) | {family.DIST_IMPORT} == set(multi["imports"])
+    steps = multi["initialize"]
+    assert steps[0].startswith("$dist.is_initialized() or dist.init_process_group") and steps[-1] == "$dist.barrier()"
+    assert steps[3:-1] == [f"$({s[1:]}) if dist.get_rank() == 0 else None" for s in train["initialize"][1:]]
