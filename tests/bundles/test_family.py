@@ -78,3 +78,45 @@ def test_multi_gpu_runs_every_train_initialize_step_on_rank_zero(bundle):
     steps = multi["initialize"]
     assert steps[0].startswith("$dist.is_initialized() or dist.init_process_group") and steps[-1] == "$dist.barrier()"
     assert steps[3:-1] == [f"$({s[1:]}) if dist.get_rank() == 0 else None" for s in train["initialize"][1:]]
+
+
+# ------------------------------------------------------------------------------------------------ scaffold
+def test_scaffold_refuses_bad_names_labels_and_existing_folders(tmp_path):
+    from xlstm_bundle_tools.scaffold import scaffold
+
+    with pytest.raises(ValueError, match="lower case letters"):
+        scaffold(tmp_path / "Bad-Name", ["spleen"])
+    with pytest.raises(ValueError, match="each foreground class once"):
+        scaffold(tmp_path / "b", ["spleen", "spleen"])
+    with pytest.raises(ValueError, match="each foreground class once"):
+        scaffold(tmp_path / "b", ["background"])
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FileExistsError, match="already exists"):
+        scaffold(tmp_path / "taken", ["spleen"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # nothing half-made
+
+
+@pytest.mark.slow
+def test_a_scaffolded_bundle_passes_the_verifier_untouched(tmp_path):
+    """The scaffold's output as it is, with two sided labels: --quick verifier (files, schema, properties, net in/out,
+    train/inference agreement, MONAI Label keys), its demo on the right sides, and not a byte written into it."""
+    import subprocess
+    import sys
+
+    from test_demo_laterality import assert_demo_sides, sided_labels
+    from test_verify_bundles import tree_state
+    from xlstm_bundle_tools.scaffold import scaffold, todo_lines
+
+    bundle = tmp_path / "xlstm_unet_kidneys"
+    scaffold(bundle, ["left kidney", "right kidney", "bladder"], modality="CT")
+    assert family.stale_files(bundle) == []
+    assert sided_labels(bundle) == {1: ("left kidney", -1), 2: ("right kidney", +1)}
+    assert any("labels.py" in line for line in todo_lines(bundle))
+    before = tree_state(bundle)
+    assert assert_demo_sides(bundle, tmp_path / "laterality") >= 5  # the generic phantom honours left/right names
+    result = subprocess.run([sys.executable, str(REPO / "ci" / "verify_bundle.py"), str(bundle), "--quick"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    print(result.stdout[-6000:], result.stderr[-3000:])
+    assert result.returncode == 0 and result.stdout.rstrip().endswith("0 failed"), result.stdout[-6000:]
+    assert "FAIL" not in result.stdout
+    assert tree_state(bundle) == before
