@@ -120,3 +120,33 @@ def test_a_scaffolded_bundle_passes_the_verifier_untouched(tmp_path):
     assert result.returncode == 0 and result.stdout.rstrip().endswith("0 failed"), result.stdout[-6000:]
     assert "FAIL" not in result.stdout
     assert tree_state(bundle) == before
+
+
+# ------------------------------------------------------------------------------------------------ bench --bundle
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_cpu_steps", REPO / "benchmarks" / "bench_cpu_steps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("bundle, case, label_shape", [
+    ("xlstm_unet_amos3d", "amos3d_demo", (2, 1, 64, 64, 16)),  # class indices: the loss one-hot encodes them
+    ("xlstm_vmunet_isic", "isic_demo", (8, 1, 64, 64)),        # one binary map per output channel
+])
+def test_bench_reads_the_bundles_own_train_and_demo_configs(bundle, case, label_shape):
+    import torch
+
+    bench = _bench()
+    network, loss, optimizer, x, label, parser = bench.bundle_parts(str(REPO / "bundles" / bundle), False, None)
+    expression, shape, _ = bench.CASES[case]  # the hand-written table's demo case is the same network and input
+    import shared_networks
+
+    reference = eval(expression, vars(shared_networks))  # noqa: S307 (the benchmark's own table)
+    assert sum(p.numel() for p in network.parameters()) == sum(p.numel() for p in reference.parameters())
+    assert tuple(x.shape) == shape and tuple(label.shape) == label_shape
+    assert type(optimizer).__name__ == "AdamW" and torch.isfinite(loss(network(x), label))
+    assert parser.get_parsed_content("epochs") == json.loads(
+        (REPO / "bundles" / bundle / "configs" / "demo.json").read_text())["epochs"]
