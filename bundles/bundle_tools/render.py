@@ -42,8 +42,6 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 REQUIRED = "{{required}}"
 MARKER = "__bundle__"
 SECTIONS = ("metadata", "shared", "train", "inference", "evaluate", "demo")
-OUTPUTS = ("metadata.json", "train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "demo.json",
-           "logging.conf")
 DIST_IMPORT = "$import torch.distributed as dist"
 
 
