@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,18 @@ DIST_IMPORT = "$import torch.distributed as dist"
 
 class RenderError(ValueError):
     """A bundle source that cannot be rendered; the message names the file and the id."""
+
+
+# YAML 1.1 (PyYAML) reads 1e-05 as the string "1e-05": a float needs its dot (1.0e-05)
+_FLOAT_LIKE_STRING = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
+def _float_like_strings(node: Any, path: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [m for k, v in node.items() for m in _float_like_strings(v, f"{path}#{k}" if path else str(k))]
+    if isinstance(node, list):
+        return [m for i, v in enumerate(node) for m in _float_like_strings(v, f"{path}#{i}")]
+    return [f"{path} = {node!r}"] if isinstance(node, str) and _FLOAT_LIKE_STRING.fullmatch(node) else []
 
 
 # ------------------------------------------------------------------------------------------------ override paths
@@ -177,6 +190,9 @@ def render(source: dict, bundle: str, where: str = "bundle.yaml") -> dict[str, A
     unknown = sorted(set(source) - set(SECTIONS))
     if unknown:
         raise RenderError(f"{where}: unknown sections {unknown}; expected some of {list(SECTIONS)}")
+    strings = _float_like_strings(source)
+    if strings:
+        raise RenderError(f"{where}: {strings} are strings to YAML; write a float with its dot, e.g. 1.0e-05")
     templates = {name: load_yaml(TEMPLATES / f"{name}.yaml")
                  for name in ("metadata", "train", "inference", "evaluate", "multi_gpu_train")}
     shared = source.get("shared") or {}

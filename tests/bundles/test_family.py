@@ -70,6 +70,12 @@ def test_a_required_id_left_unset_is_named():
         family.render({"trian": {}}, "b", "x.yaml")
 
 
+def test_a_yaml_float_without_its_dot_is_refused(tmp_path):
+    (tmp_path / "bundle.yaml").write_text("train:\n  loss: {smooth_nr: 1e-05}\n")
+    with pytest.raises(family.RenderError, match=r"train#loss#smooth_nr = '1e-05'.\] are strings to YAML"):
+        family.render(family.load_yaml(tmp_path / "bundle.yaml"), "b", "x.yaml")
+
+
 @pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
 def test_multi_gpu_runs_every_train_initialize_step_on_rank_zero(bundle):
     train = json.loads((bundle / "configs" / "train.json").read_text())
