@@ -99,3 +99,18 @@ SIDED = [b for b in BUNDLES if sided_labels(b)]
 @pytest.mark.parametrize("bundle", SIDED, ids=[b.name for b in SIDED])
 def test_demo_organs_lie_on_their_side_in_ras_world_coordinates(bundle, tmp_path):
     assert assert_demo_sides(bundle, tmp_path) >= 5
+
+
+def test_overlays_show_axial_slices_in_the_radiological_convention():
+    """Patient's right (+x in RAS) on the viewer's left, anterior (+y) at the top, as clinicians read them."""
+    from xlstm_bundle_tools.pictures import radiological
+
+    a = np.zeros((6, 4))  # a[x, y]
+    a[5, 1] = 1  # far to the patient's right, posterior
+    a[0, 3] = 2  # far to the patient's left, most anterior
+    shown = radiological(a)
+    assert shown.shape == (4, 6)  # rows: y, columns: x
+    assert shown[2, 0] == 1  # left column, lower half
+    assert shown[0, 5] == 2  # top row, right column
+    colours = np.stack([a, a, a], axis=-1)  # label colours (x, y, rgb) turn the same way
+    assert np.array_equal(radiological(colours)[..., 0], shown)
