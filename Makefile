@@ -19,7 +19,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]" torch==2.13.0
 	touch $(STAMP)
 
-.PHONY: install demo test demo-amos3d demo-brats demo-isic verify clean-demo
+# Every bundle is found by its configs/metadata.json: a new bundle needs no line here.
+BUNDLES := $(sort $(patsubst bundles/%/configs/metadata.json,%,$(wildcard bundles/*/configs/metadata.json)))
+RENDERED := $(sort $(patsubst bundles/%/bundle.yaml,%,$(wildcard bundles/*/bundle.yaml)))
+# short names for the demo targets: demo-amos3d runs xlstm_unet_amos3d (the last word of the bundle's name)
+short_name = $(lastword $(subst _, ,$(1)))
+
+.PHONY: install demo test verify configs clean-demo
 
 install: $(STAMP)
 
@@ -27,45 +33,31 @@ test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 verify: install
-	$(BIN)/python ci/verify_bundle.py bundles/xlstm_unet_amos3d bundles/xlstm_unet_brats bundles/xlstm_vmunet_isic
+	$(BIN)/python ci/verify_bundle.py $(addprefix bundles/,$(BUNDLES))
 
-demo: demo-amos3d demo-brats demo-isic
+# (re)write each bundle's configs/*.json from its bundle.yaml and bundles/bundle_tools/templates/
+configs: install
+	$(BIN)/python -m xlstm_bundle_tools.render $(addprefix bundles/,$(RENDERED))
 
-# ---- xlstm_unet_amos3d: 3D xLSTM-UNet, 13 abdominal organs, synthetic AMOS-layout MRI
-AMOS := bundles/xlstm_unet_amos3d
-AMOS_DEMO := $(DEMO)/xlstm_unet_amos3d
-AMOS_ARGS := --dataset_dir $(AMOS_DEMO)/prepared --ckpt_dir $(AMOS_DEMO)/models --output_dir $(AMOS_DEMO)/eval
-demo-amos3d: install
-	$(BIN)/python $(AMOS)/scripts/make_demo_data.py --output $(AMOS_DEMO)/raw
-	$(BIN)/python $(AMOS)/scripts/prepare_data.py --source $(AMOS_DEMO)/raw --output $(AMOS_DEMO)/prepared
-	$(MB) run training --config_file "['$(AMOS)/configs/train.json','$(AMOS)/configs/demo.json']" $(AMOS_ARGS)
-	$(MB) run --config_file "['$(AMOS)/configs/train.json','$(AMOS)/configs/evaluate.json','$(AMOS)/configs/demo.json']" $(AMOS_ARGS)
-	$(MB) run --config_file "['$(AMOS)/configs/inference.json','$(AMOS)/configs/demo.json']" $(AMOS_ARGS) --output_dir $(AMOS_DEMO)/predictions
-	$(BIN)/python ci/demo_summary.py $(AMOS_DEMO)
+demo: $(addprefix demo-,$(BUNDLES))
 
-# ---- xlstm_unet_brats: SegXLSTM, BraTS 2023 regions, synthetic BraTS-layout cases
-BRATS := bundles/xlstm_unet_brats
-BRATS_DEMO := $(DEMO)/xlstm_unet_brats
-BRATS_ARGS := --dataset_dir $(BRATS_DEMO)/prepared --ckpt_dir $(BRATS_DEMO)/models --output_dir $(BRATS_DEMO)/eval
-demo-brats: install
-	$(BIN)/python $(BRATS)/scripts/make_demo_data.py --output $(BRATS_DEMO)/raw
-	$(BIN)/python $(BRATS)/scripts/prepare_data.py --source $(BRATS_DEMO)/raw --output $(BRATS_DEMO)/prepared
-	$(MB) run training --config_file "['$(BRATS)/configs/train.json','$(BRATS)/configs/demo.json']" $(BRATS_ARGS)
-	$(MB) run --config_file "['$(BRATS)/configs/train.json','$(BRATS)/configs/evaluate.json','$(BRATS)/configs/demo.json']" $(BRATS_ARGS)
-	$(MB) run --config_file "['$(BRATS)/configs/inference.json','$(BRATS)/configs/demo.json']" $(BRATS_ARGS) --output_dir $(BRATS_DEMO)/predictions
-	$(BIN)/python ci/demo_summary.py $(BRATS_DEMO)
+# One bundle's demo: synthetic data in the dataset's real layout, preparation, training, evaluation, inference, and a
+# summary. Sizes come from the bundle's configs/demo.json (target: training in at most 3 minutes on 2 CPU cores).
+# (not .PHONY: make skips pattern rules for phony targets)
+demo-%: install
+	@test -f bundles/$*/configs/metadata.json || { echo "no bundle bundles/$* (bundles: $(BUNDLES))"; exit 2; }
+	$(BIN)/python bundles/$*/scripts/make_demo_data.py --output $(DEMO)/$*/raw
+	$(BIN)/python bundles/$*/scripts/prepare_data.py --source $(DEMO)/$*/raw --output $(DEMO)/$*/prepared
+	$(MB) run training --config_file "['bundles/$*/configs/train.json','bundles/$*/configs/demo.json']" \
+		--dataset_dir $(DEMO)/$*/prepared --ckpt_dir $(DEMO)/$*/models --output_dir $(DEMO)/$*/eval
+	$(MB) run --config_file "['bundles/$*/configs/train.json','bundles/$*/configs/evaluate.json','bundles/$*/configs/demo.json']" \
+		--dataset_dir $(DEMO)/$*/prepared --ckpt_dir $(DEMO)/$*/models --output_dir $(DEMO)/$*/eval
+	$(MB) run --config_file "['bundles/$*/configs/inference.json','bundles/$*/configs/demo.json']" \
+		--dataset_dir $(DEMO)/$*/prepared --ckpt_dir $(DEMO)/$*/models --output_dir $(DEMO)/$*/predictions
+	$(BIN)/python ci/demo_summary.py $(DEMO)/$*
 
-# ---- xlstm_vmunet_isic: XLSTM-VMUNet, skin lesions, synthetic ISIC-layout dermoscopy
-ISIC := bundles/xlstm_vmunet_isic
-ISIC_DEMO := $(DEMO)/xlstm_vmunet_isic
-ISIC_ARGS := --dataset_dir $(ISIC_DEMO)/prepared --ckpt_dir $(ISIC_DEMO)/models --output_dir $(ISIC_DEMO)/eval
-demo-isic: install
-	$(BIN)/python $(ISIC)/scripts/make_demo_data.py --output $(ISIC_DEMO)/raw
-	$(BIN)/python $(ISIC)/scripts/prepare_data.py --source $(ISIC_DEMO)/raw --output $(ISIC_DEMO)/prepared
-	$(MB) run training --config_file "['$(ISIC)/configs/train.json','$(ISIC)/configs/demo.json']" $(ISIC_ARGS)
-	$(MB) run --config_file "['$(ISIC)/configs/train.json','$(ISIC)/configs/evaluate.json','$(ISIC)/configs/demo.json']" $(ISIC_ARGS)
-	$(MB) run --config_file "['$(ISIC)/configs/inference.json','$(ISIC)/configs/demo.json']" $(ISIC_ARGS) --output_dir $(ISIC_DEMO)/predictions --overlays true
-	$(BIN)/python ci/demo_summary.py $(ISIC_DEMO)
+$(foreach b,$(BUNDLES),$(eval .PHONY: demo-$(call short_name,$(b))))
+$(foreach b,$(BUNDLES),$(eval demo-$(call short_name,$(b)): demo-$(b) ; @:))
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -3,27 +3,37 @@
 
     python ci/verify_bundle.py bundles/xlstm_unet_amos3d [--quick]
 
+The verifier never writes inside the bundle it checks: demo data, checkpoints, logs and pictures go to a temporary
+work folder (``--keep`` keeps it), and no bytecode is cached (so a read-only checkout verifies too).
+
 Checks, in order (each prints PASS/FAIL; the exit code is the number of failures):
 
 1. files: LICENSE, configs/{metadata,train,inference,evaluate,multi_gpu_train}.json, configs/logging.conf,
    docs/README.md, docs/data_license.txt, scripts/make_demo_data.py, scripts/prepare_data.py;
+   rendered: where the bundle has a ``bundle.yaml``, its configs are what ``xlstm_bundle_tools.render`` writes;
 2. version: ``version`` is a key of ``changelog``;
 3. metadata: ``monai.bundle.verify_metadata`` against the schema it names, read from ``$XLSTM_SEG_SCHEMA_DIR``,
    ``../shared/schemas`` or ``shared/schemas``, else downloaded; skipped (SKIP, with the reason) when neither works;
 4. properties: ``ConfigWorkflow.check_properties()`` for train, train+evaluate and infer returns nothing missing or
    miswired (MONAI 1.6 property sets), on a tiny demo dataset made with the bundle's own scripts;
 5. net in/out: ``monai.bundle.verify_net_in_out`` on ``network_def`` of inference.json;
-6. MONAI Label keys: the inference config as MONAI Label's BundleInferTask reads it (first input/output keys of the
+6. train/inference agree: every id train.json and inference.json both define is equal (``network_def`` up to
+   ``deep_supervision``; not imports, output_dir, initialize, run), and, on a demo validation case, train.json's
+   validation pipeline and inference.json's pipeline (preprocessing, network with the trained weights, inferer) give
+   the same logits: the checkpoint training writes is the one inference reads, on the same grid and intensities;
+7. MONAI Label keys: the inference config as MONAI Label's BundleInferTask reads it (first input/output keys of the
    metadata used by pre/post-processing, channel_def, dimension; SaveImaged filtered out) runs on one demo image and
    returns a uint8 label map on the image's grid; train.json exposes ``train#dataset#data``, ``validate#dataset#data``,
    ``train#handlers`` (a list), ``network`` and ``train#trainer#max_epochs``;
-7. runs (skipped with --quick): ``python -m monai.bundle run training`` and then plain ``run`` of inference.json,
+8. runs (skipped with --quick): ``python -m monai.bundle run training`` and then plain ``run`` of inference.json,
    both from a foreign working directory, with the bundle's configs/demo.json and one short epoch;
-8. multi-GPU (skipped with --quick): multi_gpu_train.json under ``torchrun --nproc_per_node=2`` (gloo on CPU), and
+9. multi-GPU (skipped with --quick): multi_gpu_train.json under ``torchrun --nproc_per_node=2`` (gloo on CPU), and
    the checkpoint it writes loads into the plain network.
 
-Bundles follow the conventions in docs/adding_a_bundle.md (demo generator and preparation script with
-``--output``/``--source`` arguments, a ``configs/demo.json`` override for small CPU runs).
+Conventions it relies on (docs/adding_a_bundle.md): ``scripts/make_demo_data.py --output DIR --size verify`` writes a
+small demo set (``xlstm_bundle_tools.demo_sizes``: after ``scripts/prepare_data.py --source DIR --output DIR`` and its
+5 folds, fold 0 has at least 2 validation cases, one per torchrun process, and there is a ``testing`` case; the
+verifier checks this and says so); ``configs/demo.json`` sizes the runs for a CPU.
 """
 
 from __future__ import annotations
@@ -39,7 +49,10 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # importing a bundle's scripts must not leave __pycache__ in the bundle
 REPO = Path(__file__).resolve().parents[1]
+# subprocesses (demo generator, preparation, monai.bundle runs) do not cache bytecode either
+QUIET_ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONDONTWRITEBYTECODE": "1"}
 REQUIRED_FILES = [
     "LICENSE",
     "configs/metadata.json",
@@ -108,27 +121,30 @@ class Verifier:
         if self._dataset_dir is None:
             raw, prepared = self.work / "demo_raw", self.work / "demo_prepared"
             python = [sys.executable]
-            run = dict(check=True, capture_output=True, text=True, cwd=self.work)
+            run = dict(check=True, capture_output=True, text=True, cwd=self.work, env=QUIET_ENV)
             try:
                 subprocess.run(python + [str(self.bundle / "scripts/make_demo_data.py"), "--output", str(raw),
-                                         *self.demo_size_args()], **run)
+                                         "--size", "verify"], **run)
                 subprocess.run(python + [str(self.bundle / "scripts/prepare_data.py"), "--source", str(raw),
                                          "--output", str(prepared)], **run)
             except subprocess.CalledProcessError as err:
                 raise RuntimeError(f"{err.cmd[1]} failed:\n{err.stdout}\n{err.stderr}") from err
+            self._check_verify_size(prepared / "datalist.json")
             self._dataset_dir = prepared
         return self._dataset_dir
 
-    def demo_size_args(self) -> list[str]:
-        """A small demo for 5 folds with 2 validation cases per fold, so each of torchrun's 2 ranks gets one
-        (MONAI's DistributedSampler refuses fewer cases than ranks). The generator's --help lists its options."""
-        help_text = subprocess.run([sys.executable, str(self.bundle / "scripts/make_demo_data.py"), "--help"],
-                                   capture_output=True, text=True, check=True).stdout
-        args = []
-        for option, value in (("--train", "10"), ("--val", "2"), ("--test", "1"), ("--ct", "1"), ("--cases", "12")):
-            if option in help_text:
-                args += [option, value]
-        return args
+    def _check_verify_size(self, datalist: Path) -> None:
+        """The --size verify contract (xlstm_bundle_tools.demo_sizes), checked so that a violation reads as one."""
+        from xlstm_bundle_tools import load_fold
+        from xlstm_bundle_tools.demo_sizes import MIN_VALIDATION_CASES
+
+        val = load_fold(datalist, fold=0, split="val")
+        testing = json.loads(datalist.read_text()).get("testing") or []
+        if len(val) < MIN_VALIDATION_CASES or not testing:
+            raise ValueError(
+                f"scripts/make_demo_data.py --size verify gave fold 0 {len(val)} validation case(s) and "
+                f"{len(testing)} testing case(s) after prepare_data.py; the verifier needs >= {MIN_VALIDATION_CASES} "
+                "(one per torchrun process) and >= 1: raise SIZES['verify'] in the generator")
 
     # ---------------------------------------------------------------- checks
     def files(self) -> str:
@@ -139,6 +155,17 @@ class Verifier:
                      "demo.json"):
             json.loads(self.config(name).read_text())
         return f"{len(REQUIRED_FILES)} files"
+
+    def rendered(self) -> str:
+        if not (self.bundle / "bundle.yaml").is_file():
+            raise Skipped("no bundle.yaml: configs are written by hand")
+        from xlstm_bundle_tools.render import stale_files
+
+        stale = stale_files(self.bundle)
+        if stale:
+            raise ValueError(f"{[p.name for p in stale]} differ from what bundle.yaml renders; run "
+                             f"`python -m xlstm_bundle_tools.render {self.bundle}` (or `make configs`) and commit")
+        return "configs/* match bundle.yaml"
 
     def version(self) -> str:
         meta = json.loads(self.config("metadata.json").read_text())
@@ -198,6 +225,57 @@ class Verifier:
             **{k: v for k, v in self.overrides().items() if k.startswith("network_def")},
         )
         return "network_def"
+
+    # ids both files may define differently: what each workflow imports, writes and runs
+    AGREEMENT_EXEMPT = ("imports", "output_dir", "initialize", "run", "training", "finalize")
+
+    def agreement(self) -> str:
+        """train.json and inference.json define one network, geometry and intensity pipeline (see the docstring)."""
+        import torch
+        from monai.bundle import ConfigParser
+
+        from xlstm_bundle_tools import load_fold
+
+        train, infer = (json.loads(self.config(n).read_text()) for n in ("train.json", "inference.json"))
+
+        def comparable(key: str, value):
+            return {k: v for k, v in value.items() if k != "deep_supervision"} if key == "network_def" else value
+
+        common = sorted((set(train) & set(infer)) - set(self.AGREEMENT_EXEMPT))
+        differ = [k for k in common if comparable(k, train[k]) != comparable(k, infer[k])]
+        if "network_def" not in common:
+            raise KeyError("train.json and inference.json must both define network_def")
+        if differ:
+            shown = "; ".join(f"{k}: train {json.dumps(train[k])[:80]} vs inference {json.dumps(infer[k])[:80]}"
+                              for k in differ)
+            raise ValueError(f"train.json and inference.json disagree on {differ} ({shown})")
+
+        overrides = {**self.property_overrides(), "device": "cpu", "amp": False}
+        parsers = {}
+        for name in ("train.json", "inference.json"):
+            parser = ConfigParser()
+            parser.read_config([str(self.config(name)), str(self.config("demo.json"))])
+            parser.update({k: v for k, v in overrides.items() if k in parser or "#" in k})
+            parsers[name] = parser
+        case = load_fold(self.dataset_dir() / "datalist.json", fold=0, split="val")[0]
+        train_net = parsers["train.json"].get_parsed_content("network_def").eval()
+        infer_net = parsers["inference.json"].get_parsed_content("network_def").eval()
+        infer_net.load_state_dict(train_net.state_dict(), strict=True)  # what inference does with model.pt
+        logits = {}
+        with torch.no_grad():
+            for name, net, pre, inferer in (
+                    ("train.json", train_net, "validate#preprocessing", "validate#inferer"),
+                    ("inference.json", infer_net, "preprocessing", "inferer")):
+                parser = parsers[name]
+                data = case if name == "train.json" else {"image": case["image"]}
+                sample = parser.get_parsed_content(pre)(dict(data))
+                logits[name] = parser.get_parsed_content(inferer)(sample["image"][None].float(), net)
+        a, b = logits["train.json"], logits["inference.json"]
+        if a.shape != b.shape or not torch.allclose(a, b, atol=1e-5, rtol=1e-4):
+            detail = f"shapes {tuple(a.shape)} vs {tuple(b.shape)}" if a.shape != b.shape else \
+                f"max |difference| {float((a - b).abs().max()):.3g}"
+            raise ValueError(f"train.json's validation pipeline and inference.json's disagree on a demo case ({detail})")
+        return f"{len(common)} shared ids equal; same logits {tuple(a.shape)} on a demo case"
 
     def monailabel_keys(self) -> str:
         import torch
@@ -264,17 +342,19 @@ class Verifier:
         foreign.mkdir(exist_ok=True)
         overrides = {**self.overrides(), "epochs": 1, "iterations_per_epoch": 2, "val_interval": 1}
         overrides.pop("bundle_root")  # the bundle must find itself
-        overrides.pop("output_dir")  # inference gets its own below; fire would let a later duplicate win
-        args = []
-        for key, value in overrides.items():
-            args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+
+        def args(**extra) -> list[str]:  # each --key once: fire would let a later duplicate win
+            out = []
+            for key, value in {**overrides, **extra}.items():
+                out += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+            return out
+
         train_cfg = f"['{self.config('train.json')}','{self.config('demo.json')}']"
+        infer_cfg = f"['{self.config('inference.json')}','{self.config('demo.json')}']"
         base = [sys.executable, "-m", "monai.bundle", "run"]
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        for cmd in (base + ["training", "--config_file", train_cfg] + args,
-                    base + ["--config_file", f"['{self.config('inference.json')}','{self.config('demo.json')}']",
-                            "--output_dir", str(self.work / "predictions")] + args):
-            result = subprocess.run(cmd, cwd=foreign, capture_output=True, text=True, env=env)
+        for cmd in (base + ["training", "--config_file", train_cfg] + args(),  # logs and curves to work/eval
+                    base + ["--config_file", infer_cfg] + args(output_dir=str(self.work / "predictions"))):
+            result = subprocess.run(cmd, cwd=foreign, capture_output=True, text=True, env=QUIET_ENV)
             if result.returncode:
                 raise RuntimeError(f"{' '.join(cmd[3:5])} failed (exit {result.returncode}):\n{result.stdout[-3000:]}"
                                    f"\n{result.stderr[-3000:]}")
@@ -297,7 +377,7 @@ class Verifier:
         configs = f"['{self.config('train.json')}','{self.config('multi_gpu_train.json')}','{self.config('demo.json')}']"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
                "-m", "monai.bundle", "run", "--config_file", configs] + args
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+        env = {**QUIET_ENV, "OMP_NUM_THREADS": "1"}
         result = subprocess.run(cmd, cwd=self.work, capture_output=True, text=True, env=env)
         if result.returncode:
             raise RuntimeError(f"torchrun failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -313,6 +393,7 @@ class Verifier:
     def run_all(self, quick: bool) -> int:
         print(f"verifying {self.bundle}", flush=True)
         self.check("files", self.files)
+        self.check("configs rendered from bundle.yaml", self.rendered)
         self.check("version/changelog", self.version)
         self.check("metadata schema", self.metadata)
         self.check("properties: train", lambda: self.properties("train", ["train.json", "demo.json"]))
@@ -321,6 +402,7 @@ class Verifier:
         self.check("properties: infer",
                    lambda: self.properties("infer", ["inference.json", "demo.json"], {"load_pretrain": False}))
         self.check("verify_net_in_out", self.net_in_out)
+        self.check("train and inference agree (ids, weights, pipeline)", self.agreement)
         self.check("MONAI Label keys", self.monailabel_keys)
         if not quick:
             self.check("run training + run inference from a foreign cwd", self.runs)

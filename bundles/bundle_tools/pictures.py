@@ -117,6 +117,12 @@ def _as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def radiological(slice_xy: np.ndarray) -> np.ndarray:
+    """An axial slice ``a[x, y(, ...)]`` of a RAS-oriented array as radiology viewers show it: anterior (+y) at the
+    top and the patient's right (+x) on the viewer's left."""
+    return np.rot90(slice_xy)[:, ::-1]
+
+
 def overlay_figure(image, label, pred, n_classes: int, title: str = "", class_names: Sequence[str] | None = None):
     """Figure of 3 slices (3D; the ones with most foreground along the last axis) or the image (2D), each shown as
     image | reference | prediction (image | prediction when ``label`` is None). ``image`` is (C, *S) or (*S);
@@ -152,12 +158,12 @@ def overlay_figure(image, label, pred, n_classes: int, title: str = "", class_na
         for col, (which, what) in enumerate(columns):
             seg = {"label": lab, "pred": prd}.get(which)
             ax = row[col]
-            # rot90: array axis 0 (RAS x) shown horizontally, as radiology viewers do for axial slices
-            # 2D RGB arrays come from MONAI's PIL reader as (W, H): transpose back to rows x columns
-            ax.imshow(shown.transpose(1, 0, 2) if rgb else np.rot90(shown), cmap=None if rgb else "gray")
+            # volumes (RAS after Orientationd): axial slices in the radiological convention, the patient's right on
+            # the viewer's left; 2D RGB arrays come from MONAI's PIL reader as (W, H): transposed back to rows x columns
+            ax.imshow(shown.transpose(1, 0, 2) if rgb else radiological(shown), cmap=None if rgb else "gray")
             if seg is not None:
                 seg = seg.astype(np.int64).clip(0, n_classes - 1)
-                ax.imshow(colours[seg].transpose(1, 0, 2) if rgb else np.rot90(colours[seg]), alpha=0.55)
+                ax.imshow(colours[seg].transpose(1, 0, 2) if rgb else radiological(colours[seg]), alpha=0.55)
             ax.set_title(f"{what} {name}".strip(), fontsize=9)
             ax.axis("off")
     if class_names:

@@ -225,6 +225,13 @@ class XLSTMUNet(nn.Module):
                 f"XLSTMUNet: spatial size {tuple(x.shape[2:])} must be divisible by the total stride "
                 f"{self.total_stride} along each axis."
             )
+        bottleneck = tuple(size // div for size, div in zip(x.shape[2:], self.total_stride))
+        if math.prod(bottleneck) < 2:  # instance norm's own error would not say which size to use
+            raise ValueError(
+                f"XLSTMUNet: spatial size {tuple(x.shape[2:])} leaves a bottleneck of {bottleneck} (total stride "
+                f"{self.total_stride}): instance norm needs more than 1 voxel there. Use at least twice the total "
+                "stride along one axis (a metadata spatial_shape of '64*n' where the stride is 32)."
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self._check_input(x)

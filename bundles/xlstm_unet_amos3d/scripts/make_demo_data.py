@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xlstm_bundle_tools.demo_sizes import add_size_options, chosen_sizes
 from xlstm_bundle_tools.io import atomic_write_json
 from xlstm_bundle_tools.synthetic import affine_for, bias_field, deformed_ellipsoid, mm_grid, tube, write_nifti
 
@@ -32,26 +33,37 @@ except ImportError:  # run as a file: python .../scripts/make_demo_data.py
 
 logger = logging.getLogger("make_demo_data")
 
+# Case counts by name (xlstm_bundle_tools.demo_sizes): "demo" for make demo, "verify" for ci/verify_bundle.py
+# (12 labelled MR cases give fold 0 two validation cases; one unlabelled case for inference).
+SIZES = {
+    "demo": {"train": 8, "val": 2, "test": 2, "ct": 2},
+    "verify": {"train": 10, "val": 2, "test": 1, "ct": 1},
+}
+
 AMOS_INDEX = {canonical_organ(name): value for value, name in AMOS22_LABELS.items()}
 
-# (organ, centre in patient mm (x to the left, y anterior, z superior), radii mm, MR intensity, in-plane angle)
+# Patient coordinates in mm, RAS+ as NIfTI, nibabel and MONAI use them: +x points to the patient's right, +y anterior,
+# +z superior. So organs on the patient's right (liver, gallbladder, right
+# kidney, IVC) have x > 0, those on the left (spleen, stomach, left kidney, aorta) x < 0. tests/bundles/
+# test_demo_laterality.py checks the written files' world coordinates.
+# (organ, centre (x, y, z), radii mm, MR intensity, in-plane angle in degrees)
 ELLIPSOIDS = [
-    ("liver", (-70, 10, 45), (85, 70, 70), 0.55, 10),
-    ("spleen", (90, -35, 50), (32, 45, 50), 0.32, -20),
-    ("right kidney", (-70, -60, -15), (26, 30, 48), 0.75, 15),
-    ("left kidney", (72, -60, -5), (26, 30, 48), 0.75, -15),
-    ("stomach", (45, 35, 40), (45, 32, 40), 0.22, 25),
-    ("pancreas", (15, -5, 5), (60, 12, 12), 0.48, 15),
-    ("duodenum", (-35, 5, -15), (18, 16, 32), 0.38, 0),
-    ("gallbladder", (-45, 48, 10), (14, 14, 24), 0.95, 0),
-    ("right adrenal gland", (-42, -45, 48), (9, 6, 16), 0.62, 0),
-    ("left adrenal gland", (42, -45, 42), (9, 6, 16), 0.62, 0),
+    ("liver", (70, 10, 45), (85, 70, 70), 0.55, -10),
+    ("spleen", (-90, -35, 50), (32, 45, 50), 0.32, 20),
+    ("right kidney", (70, -60, -15), (26, 30, 48), 0.75, -15),
+    ("left kidney", (-72, -60, -5), (26, 30, 48), 0.75, 15),
+    ("stomach", (-45, 35, 40), (45, 32, 40), 0.22, -25),
+    ("pancreas", (-15, -5, 5), (60, 12, 12), 0.48, -15),
+    ("duodenum", (35, 5, -15), (18, 16, 32), 0.38, 0),
+    ("gallbladder", (45, 48, 10), (14, 14, 24), 0.95, 0),
+    ("right adrenal gland", (42, -45, 48), (9, 6, 16), 0.62, 0),
+    ("left adrenal gland", (-42, -45, 42), (9, 6, 16), 0.62, 0),
 ]
-# (organ, centre path x(z), y(z) in mm, radius mm, z range mm, intensity)
+# (organ, centre path x(z), y(z) in mm, radius mm, z range mm, intensity): the aorta left of the midline, the IVC right
 TUBES = [
-    ("aorta", (lambda z: 12 + 0.05 * z, lambda z: -38 + 0 * z), 11, (-150, 150), 0.85),
-    ("inferior vena cava", (lambda z: -22 + 0 * z, lambda z: -32 + 0.04 * z), 10, (-90, 90), 0.68),
-    ("esophagus", (lambda z: 8 + 0.1 * z, lambda z: -25 + 0 * z), 7, (60, 150), 0.28),
+    ("aorta", (lambda z: -12 - 0.05 * z, lambda z: -38 + 0 * z), 11, (-150, 150), 0.85),
+    ("inferior vena cava", (lambda z: 22 + 0 * z, lambda z: -32 + 0.04 * z), 10, (-90, 90), 0.68),
+    ("esophagus", (lambda z: -8 - 0.1 * z, lambda z: -25 + 0 * z), 7, (60, 150), 0.28),
 ]
 
 
@@ -61,7 +73,8 @@ def make_case(rng: np.random.Generator, modality: str) -> tuple[np.ndarray, np.n
     fov_mm = (380.0, 300.0, float(rng.uniform(220, 260)))
     shape = tuple(int(round(f / s)) for f, s in zip(fov_mm, spacing))
     gi, gj, gk = mm_grid(shape, spacing)
-    # the affine flips x and y, so voxel axes point to patient right, posterior, superior
+    # the affine flips x and y (voxel axes point to the patient's left, posterior, superior: LPS, as DICOM conversions
+    # write them), so the RAS coordinates of voxel (i, j, k) are (-gi, -gj, gk), up to the affine's tilt and offset
     grid = (-gi, -gj, gk)
     scale = rng.uniform(0.9, 1.1)
     shift = rng.uniform(-10, 10, size=3)
@@ -152,15 +165,18 @@ def write_demo(output: Path, n_train: int = 8, n_val: int = 2, n_test: int = 2, 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, type=Path, help="folder to create")
-    parser.add_argument("--train", type=int, default=8, help="labelled MR training cases (imagesTr)")
-    parser.add_argument("--val", type=int, default=2, help="labelled MR validation cases (imagesVa)")
-    parser.add_argument("--test", type=int, default=2, help="unlabelled MR cases (imagesTs)")
-    parser.add_argument("--ct", type=int, default=2, help="CT cases mixed into imagesTr (AMOS layout only)")
+    add_size_options(parser, SIZES, {
+        "train": "labelled MR training cases (imagesTr)",
+        "val": "labelled MR validation cases (imagesVa)",
+        "test": "unlabelled MR cases (imagesTs)",
+        "ct": "CT cases mixed into imagesTr (AMOS layout only)",
+    })
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", choices=("amos22", "nnunet702"), default="amos22")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    write_demo(args.output, args.train, args.val, args.test, args.ct, args.seed, args.layout)
+    n = chosen_sizes(args, SIZES)
+    write_demo(args.output, n["train"], n["val"], n["test"], n["ct"], args.seed, args.layout)
     logger.info("demo data in %s", args.output)
 
 

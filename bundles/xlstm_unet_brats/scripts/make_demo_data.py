@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xlstm_bundle_tools.demo_sizes import add_size_options, chosen_sizes
 from xlstm_bundle_tools.synthetic import affine_for, bias_field, deformed_ellipsoid, mm_grid, write_nifti
 
 try:
@@ -34,6 +35,10 @@ except ImportError:  # run as a file
     from brats import MODALITIES, case_files
 
 logger = logging.getLogger("make_demo_data")
+
+# Case counts by name (xlstm_bundle_tools.demo_sizes): "demo" for make demo, "verify" for ci/verify_bundle.py
+# (10 labelled cases give fold 0 two validation cases; the unlabelled ValidationData cases are for inference).
+SIZES = {"demo": {"train": 8, "val": 2}, "verify": {"train": 10, "val": 2}}
 
 TRAIN_FOLDER = "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData"
 VAL_FOLDER = "ASNR-MICCAI-BraTS2023-GLI-Challenge-ValidationData"
@@ -103,14 +108,14 @@ def write_demo(output: Path, n_train: int = 8, n_val: int = 2, seed: int = 0, sp
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--train", type=int, default=8, help="labelled cases (TrainingData)")
-    parser.add_argument("--val", type=int, default=2, help="unlabelled cases (ValidationData)")
+    add_size_options(parser, SIZES, {"train": "labelled cases (TrainingData)", "val": "unlabelled cases (ValidationData)"})
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spacing", type=float, default=2.0, help="voxel size in mm (BraTS itself is 1 mm)")
     parser.add_argument("--prefix", default="GLI", choices=("GLI", "MEN", "MET", "PED", "SSA"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    write_demo(args.output, args.train, args.val, args.seed, args.spacing, prefix=args.prefix)
+    n = chosen_sizes(args, SIZES)
+    write_demo(args.output, n["train"], n["val"], args.seed, args.spacing, prefix=args.prefix)
     logger.info("demo data in %s", args.output)
 
 

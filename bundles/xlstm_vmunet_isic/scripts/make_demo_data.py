@@ -25,9 +25,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.ndimage import gaussian_filter
 
+from xlstm_bundle_tools.demo_sizes import add_size_options, chosen_sizes
 from xlstm_bundle_tools.io import atomic_write
 
 logger = logging.getLogger("make_demo_data")
+
+# Case counts by name (xlstm_bundle_tools.demo_sizes): "demo" for make demo, "verify" for ci/verify_bundle.py
+# (12 labelled images give fold 0 two validation images; one unlabelled test image for inference).
+SIZES = {"demo": {"train": 24, "val": 4, "test": 2}, "verify": {"train": 10, "val": 2, "test": 1}}
 
 FOLDERS = {
     "train": ("ISIC2018_Task1-2_Training_Input", "ISIC2018_Task1_Training_GroundTruth"),
@@ -101,13 +106,13 @@ def write_demo(output: Path, n_train: int = 24, n_val: int = 4, n_test: int = 2,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--train", type=int, default=24, help="training images with masks")
-    parser.add_argument("--val", type=int, default=4, help="validation images with masks")
-    parser.add_argument("--test", type=int, default=2, help="test images without masks")
+    add_size_options(parser, SIZES, {"train": "training images with masks", "val": "validation images with masks",
+                                     "test": "test images without masks"})
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    write_demo(args.output, args.train, args.val, args.test, args.seed)
+    n = chosen_sizes(args, SIZES)
+    write_demo(args.output, n["train"], n["val"], n["test"], args.seed)
     logger.info("demo data in %s", args.output)
 
 
