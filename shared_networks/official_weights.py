@@ -453,7 +453,8 @@ def _vmunet_kwargs(state: dict[str, torch.Tensor], source: str) -> dict:
 
 
 def convert_vmunet_checkpoint(
-    path: str | os.PathLike, network: str = "VMUNet", drop_official_head: bool = False
+    path: str | os.PathLike, network: str = "VMUNet", drop_official_head: bool = False,
+    network_kwargs: dict | None = None,
 ) -> Conversion:
     """A VM-UNet (or XLSTM-VMUNet) training checkpoint as a :class:`VMUNet` / :class:`XLSTMVMUNet` conversion.
 
@@ -462,6 +463,8 @@ def convert_vmunet_checkpoint(
         network: ``"VMUNet"`` or ``"XLSTMVMUNet"`` (backbone loaded, the α/β xLSTM fusions at their init α=1, β=0,
             so the function is the backbone's until fine-tuned).
         drop_official_head: required for XLSTM-VMUNet checkpoints, whose ``xLSTM.*`` logit head is not reproduced.
+        network_kwargs: further constructor arguments that the weights do not determine (for XLSTMVMUNet, e.g.
+            ``xlstm_scales`` or ``xlstm_blocks``; for both, ``drop_path_rate`` or ``scan_backend``).
     """
     source = os.fspath(path)
     if network not in ("VMUNet", "XLSTMVMUNet"):
@@ -493,6 +496,10 @@ def convert_vmunet_checkpoint(
     if "patch_embed.proj.weight" not in backbone or "final_conv.weight" not in backbone:
         raise ValueError(f"vm-unet: {source!r}: 'vmunet.patch_embed.proj.weight' / 'vmunet.final_conv.weight' missing.")
     kwargs = _vmunet_kwargs(backbone, source)
+    clash = sorted(set(kwargs) & set(network_kwargs or {}))
+    if clash:
+        raise ValueError(f"vm-unet: {source!r}: {clash} are read from the weights; do not pass them.")
+    kwargs.update(network_kwargs or {})
     notes = ["our forward returns logits; the official VM-UNet forward applies sigmoid for one class"]
     if head:
         notes.append(f"dropped the official XLSTM-VMUNet logit head ({len(head)} tensors 'xLSTM.*')")
@@ -581,6 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("out")
     p.add_argument("--network", choices=("VMUNet", "XLSTMVMUNet"), default="VMUNet")
     p.add_argument("--drop-official-head", action="store_true", help="XLSTM-VMUNet: load the backbone, drop xLSTM.*")
+    p.add_argument("--network-args", type=json.loads, default=None,
+                   help="JSON constructor arguments the weights do not fix, e.g. '{\"xlstm_scales\": [2, 3]}'")
     p = sub.add_parser("vmamba", help="VMamba-S ImageNet weights -> encoder and mirrored decoder of a new network")
     p.add_argument("checkpoint")
     p.add_argument("out")
@@ -593,7 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             conversion = convert_xlstm_unet_checkpoint(args.checkpoint, args.axes, args.strides, args.patch_size,
                                                        args.keep_unused_norm)
         elif args.command == "vm-unet":
-            conversion = convert_vmunet_checkpoint(args.checkpoint, args.network, args.drop_official_head)
+            conversion = convert_vmunet_checkpoint(args.checkpoint, args.network, args.drop_official_head,
+                                                   args.network_args)
         else:
             conversion = convert_vmamba_pretrained(args.checkpoint, args.network, args.network_args)
         model_path, def_path = save_conversion(conversion, args.out)
