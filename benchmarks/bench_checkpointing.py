@@ -30,15 +30,15 @@ import subprocess
 import sys
 import time
 
+AMOS3D = ("XLSTMUNet(3, 1, 14, features=(32, 64, 128, 256, 320, 320), kernel_sizes=[[3,3,1],[3,3,1],3,3,3,3], "
+          "strides=(1, (2,2,1), 2, 2, 2, (2,2,1)), deep_supervision=True)")  # the AMOS bundle's network
 CASES = {
     # name: (network expression in shared_networks' namespace, input shape, loss kind)
     "seg_xlstm_48": ("SegXLSTM(4, 3)", (1, 4, 48, 48, 48), "sigmoid"),
     "seg_xlstm_64": ("SegXLSTM(4, 3)", (1, 4, 64, 64, 64), "sigmoid"),
     "brats_128": ("SegXLSTM(4, 3)", (1, 4, 128, 128, 128), "sigmoid"),
-    "amos3d_small": ("XLSTMUNet(3, 1, 14, features=(32, 64, 128, 256, 320, 320), kernel_sizes=[[3,3,1],[3,3,1],3,3,3,3], "
-                     "strides=(1, (2,2,1), 2, 2, 2, (2,2,1)), deep_supervision=True)", (1, 1, 96, 64, 16), "ds"),
-    "amos3d_real": ("XLSTMUNet(3, 1, 14, features=(32, 64, 128, 256, 320, 320), kernel_sizes=[[3,3,1],[3,3,1],3,3,3,3], "
-                    "strides=(1, (2,2,1), 2, 2, 2, (2,2,1)), deep_supervision=True)", (2, 1, 224, 160, 48), "ds"),
+    "amos3d_small": (AMOS3D, (1, 1, 96, 64, 16), "ds"),
+    "amos3d_real": (AMOS3D, (2, 1, 224, 160, 48), "ds"),
     "isic_small": ("XLSTMVMUNet()", (2, 3, 256, 256), "sigmoid"),
     "isic_real": ("XLSTMVMUNet()", (8, 3, 256, 256), "sigmoid"),
 }

@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -240,7 +239,8 @@ def xlstm_unet_state_dict_from_official(
                 break
         else:
             raise ValueError(f"xlstm-unet: {source!r}: key {key!r} belongs to no official UXlstmBot/Enc module.")
-        is_vil_wrapper = re.match(r"^(\d+\.)?(vil|norm)\.", rest) is not None and old in ("encoder.xlstm_layers.", "xlstm.")
+        in_vil_slot = old in ("encoder.xlstm_layers.", "xlstm.")
+        is_vil_wrapper = in_vil_slot and re.match(r"^(\d+\.)?(vil|norm)\.", rest) is not None
         if is_vil_wrapper and re.match(r"^(\d+\.)?norm\.", rest):
             if not keep_unused_norm:
                 continue  # the official wrapper's LayerNorm: created, never applied
@@ -352,7 +352,9 @@ def convert_xlstm_unet_checkpoint(
     if strides is None:
         strides = config.get("pool_op_kernel_sizes")
         if strides is None:
-            raise ValueError(f"xlstm-unet: {source!r} has no plans (init_args) with pool_op_kernel_sizes; pass strides.")
+            raise ValueError(
+                f"xlstm-unet: {source!r} has no plans (init_args) with pool_op_kernel_sizes; pass strides."
+            )
     strides = [list(s) if isinstance(s, (list, tuple)) else [int(s)] * spatial_dims for s in strides]
     if len(strides) != n_stages:
         raise ValueError(f"xlstm-unet: {source!r} has {n_stages} stages but strides lists {len(strides)}.")
@@ -417,7 +419,8 @@ def convert_xlstm_unet_checkpoint(
 def _check_keys(expected: dict, got: dict, source: str, what: str, ignore_missing: Sequence[str] = ()) -> None:
     missing = [k for k in expected if k not in got and not any(k.startswith(p) for p in ignore_missing)]
     unexpected = [k for k in got if k not in expected]
-    shapes = [(k, tuple(got[k].shape), tuple(v.shape)) for k, v in expected.items() if k in got and got[k].shape != v.shape]
+    shapes = [(k, tuple(got[k].shape), tuple(v.shape)) for k, v in expected.items()
+              if k in got and got[k].shape != v.shape]
     if missing or unexpected or shapes:
         raise ValueError(
             f"{what}: {source!r} does not fit the network read from it: missing {missing[:8]} ({len(missing)}), "
@@ -491,7 +494,8 @@ def convert_vmunet_checkpoint(
     backbone = {k[len("vmunet.") :]: v for k, v in state.items() if k.startswith("vmunet.")}
     other = sorted(k for k in state if not k.startswith(("vmunet.", "xLSTM.")))
     if other:
-        hint = " (a VMamba ImageNet checkpoint: use the 'vmamba' command)" if "layers_up.0.blocks.0.ln_1.weight" not in state else ""
+        vmamba = "layers_up.0.blocks.0.ln_1.weight" not in state  # an encoder-only (ImageNet) state dict
+        hint = " (a VMamba ImageNet checkpoint: use the 'vmamba' command)" if vmamba else ""
         raise ValueError(f"vm-unet: {source!r}: keys outside the official 'vmunet.' wrapper, e.g. {other[:5]}{hint}.")
     if "patch_embed.proj.weight" not in backbone or "final_conv.weight" not in backbone:
         raise ValueError(f"vm-unet: {source!r}: 'vmunet.patch_embed.proj.weight' / 'vmunet.final_conv.weight' missing.")
@@ -579,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("out")
     p.add_argument("--axes", choices=AXES, required=True,
-                   help="nnunet: arrays as nnU-Net feeds them (z, y, x); monai: as MONAI's LoadImage gives them (x, y, z)")
+                   help="nnunet: arrays as nnU-Net feeds them (z, y, x); monai: as MONAI's LoadImage does (x, y, z)")
     p.add_argument("--strides", type=json.loads, help="JSON list of per-stage strides in nnU-Net order, if no plans")
     p.add_argument("--patch-size", type=json.loads, help="JSON list, the training patch size in nnU-Net order")
     p.add_argument("--keep-unused-norm", action="store_true", help="keep the unused LayerNorm (official_unused_norm)")

@@ -142,7 +142,8 @@ def test_the_fixture_detects_token_order_and_the_vil_weights(tmp_path):
     wrong_order = XLSTMUNet(**{**conversion.kwargs, "vil_token_order": "last_axis_fastest"}).double().eval()
     wrong_order.load_state_dict(conversion.state_dict)
     state = dict(conversion.state_dict)
-    state["bottleneck_vil.vil.layer.proj_down.weight"] = torch.zeros_like(state["bottleneck_vil.vil.layer.proj_down.weight"])
+    down = "bottleneck_vil.vil.layer.proj_down.weight"
+    state[down] = torch.zeros_like(state[down])
     no_vil = XLSTMUNet(**conversion.kwargs).double().eval()
     no_vil.load_state_dict(state)
     with torch.no_grad():
@@ -187,7 +188,8 @@ def test_bare_official_state_dict_needs_strides(tmp_path):
     "edit, message",
     [
         (lambda ck: ck.pop("network_weights"), "not an nnU-Net checkpoint: expected a dict with 'network_weights'"),
-        (lambda ck: ck["network_weights"].pop("decoder.stages.0.0.conv2.weight"), r"missing \['decoder_stages.0.0.conv2"),
+        (lambda ck: ck["network_weights"].pop("decoder.stages.0.0.conv2.weight"),
+         r"missing \['decoder_stages.0.0.conv2"),
         (lambda ck: ck["network_weights"].update(extra=torch.zeros(1)), "key 'extra' belongs to no official"),
         (lambda ck: ck["network_weights"]["decoder.encoder.stem.0.conv1.weight"].add_(1.0),
          "'decoder.encoder.stem.0.conv1.weight' should repeat 'encoder.stem.0.conv1.weight'"),
@@ -258,18 +260,19 @@ def test_xlstm_vmunet_checkpoint_needs_the_head_dropped_and_then_loads_its_backb
 
 
 def test_vmamba_checkpoint_is_sent_to_the_vmamba_command(tmp_path):
-    encoder = {k: v for k, v in VMUNet(dims=8, depths=(1, 1), depths_decoder=(1, 1)).state_dict().items()
-               if k.startswith(("patch_embed.", "layers."))}
+    small = {"dims": 8, "depths": (1, 1), "depths_decoder": (1, 1)}
+    encoder = {k: v for k, v in VMUNet(**small).state_dict().items() if k.startswith(("patch_embed.", "layers."))}
     path = tmp_path / "vmamba_small_e238_ema.pth"
     torch.save({"model": {**encoder, "head.weight": torch.zeros(2, 16)}}, path)
     with pytest.raises(ValueError, match="a VMamba ImageNet checkpoint: use the 'vmamba' command"):
         convert_vmunet_checkpoint(path)
     conversion = convert_vmamba_pretrained(path, network_kwargs={"dims": 8, "depths": [1, 1], "depths_decoder": [1, 1]})
-    assert torch.equal(conversion.state_dict["layers.1.blocks.0.ln_1.weight"], encoder["layers.1.blocks.0.ln_1.weight"])
-    assert torch.equal(conversion.state_dict["layers_up.0.blocks.0.ln_1.weight"], encoder["layers.1.blocks.0.ln_1.weight"])
+    deepest = encoder["layers.1.blocks.0.ln_1.weight"]
+    assert torch.equal(conversion.state_dict["layers.1.blocks.0.ln_1.weight"], deepest)
+    assert torch.equal(conversion.state_dict["layers_up.0.blocks.0.ln_1.weight"], deepest)  # the mirror
     out, network_def = save_conversion(conversion, tmp_path / "model.pt")
     assert json.loads(network_def.read_text())["dims"] == 8
-    assert set(torch.load(out, weights_only=True)) == set(VMUNet(dims=8, depths=(1, 1), depths_decoder=(1, 1)).state_dict())
+    assert set(torch.load(out, weights_only=True)) == set(VMUNet(**small).state_dict())
 
 
 def test_save_refuses_a_missing_output_folder(tmp_path):
