@@ -548,8 +548,13 @@ def _write_new(path: Path, write) -> None:
             os.link(tmp, path)
         except FileExistsError:
             raise FileExistsError(f"{path} appeared while writing; nothing was overwritten.") from None
+        except OSError:  # a file system without hard links: rename, after one more check
+            if path.exists():
+                raise FileExistsError(f"{path} appeared while writing; nothing was overwritten.") from None
+            os.replace(tmp, path)
     finally:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def save_conversion(conversion: Conversion, out: str | os.PathLike) -> tuple[Path, Path]:

@@ -103,8 +103,9 @@ def test_converted_xlstm_unet_reproduces_the_official_outputs(name, axes, tmp_pa
     if axes == "monai":
         outputs = [reverse_axes(o) for o in outputs]
     assert len(outputs) == len(fixture["outputs"])
-    # float64: 1e-14 of the output range in the official axis order; reversing the axes reorders the conv sums
-    bound = 1e-14 if axes == "nnunet" else 1e-13
+    # float64, relative to the output range: 1e-14 in the official axis order (measured <= 1.3e-15); reversing the
+    # axes reorders every conv sum, and those roundings grow through the depth (measured <= 4.2e-14)
+    bound = 1e-14 if axes == "nnunet" else 2e-13
     for out, ref in zip(outputs, fixture["outputs"]):
         assert out.shape == ref.shape
         assert relative_error(out, ref) <= bound
@@ -286,3 +287,16 @@ def _vmunet_best(tmp_path: Path) -> Path:
     path = tmp_path / "best.pth"
     torch.save(load_fixture("vmunet")["official_state_dict"], path)
     return path
+
+
+def test_a_failed_write_leaves_no_partial_output(tmp_path, monkeypatch):
+    conversion = convert_vmunet_checkpoint(_vmunet_best(tmp_path))
+
+    def broken_save(obj, file):
+        Path(file).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_conversion(conversion, tmp_path / "model.pt")
+    assert os.listdir(tmp_path) == ["best.pth"]
