@@ -13,13 +13,7 @@ from shared_networks.blocks.vil import SpatialViL, reverse_spatial_axes
 from shared_networks.nets.seg_xlstm import _TokenViL
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small networks: one thread avoids OpenMP hand-offs that cost more than the ops themselves on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # tests/shared_networks/conftest.py
 
 
 def n_params(module: nn.Module) -> int:

@@ -32,13 +32,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "official"
 XLSTM_UNET_FIXTURES = ["uxlstm_bot_2d", "uxlstm_enc_2d", "uxlstm_bot_3d", "uxlstm_enc_3d"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the fixture networks are tiny: one thread avoids OpenMP hand-offs that cost more than the ops themselves
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # tests/shared_networks/conftest.py
 
 
 def load_fixture(name: str) -> dict:
