@@ -13,8 +13,10 @@ from .io import AtomicNibabelWriter, AtomicPILWriter, AtomicSaveImaged, atomic_w
 from .metrics import BinaryPixelMetrics, CaseMetricsSaver, OrganDiceNSD, RegionDiceHD95, case_id_of, channel_pairs, spacing_of
 from .paths import bundle_root
 from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
+from .spatial import MetaSafeSpacingd
 from .training import GradientClipping, deep_supervision_weights
 from .transforms import MirrorTTAInferer, RegionsToLabelsd
+from .writers import SameGridNibabelWriter
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -27,11 +29,13 @@ __all__ = [
     "DatalistError",
     "GradientClipping",
     "InvalidInputError",
+    "MetaSafeSpacingd",
     "MirrorTTAInferer",
     "OrganDiceNSD",
     "OverlaySaver",
     "RegionDiceHD95",
     "RegionsToLabelsd",
+    "SameGridNibabelWriter",
     "TrainingCurvePlotter",
     "assign_folds",
     "atomic_write",
