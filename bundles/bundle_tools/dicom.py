@@ -170,9 +170,16 @@ def write_dicom_series(
             ds.RescaleType = "HU"
         ds.PixelData = np.ascontiguousarray(volume[:, :, k].T.astype("<i2")).tobytes()
         path = folder / f"slice_{k:04d}.dcm"
-        atomic_write(path, lambda tmp, d=ds: d.save_as(tmp, enforce_file_format=True), suffix=".dcm")
+        atomic_write(path, lambda tmp, d=ds: _save_dataset(d, tmp), suffix=".dcm")
         paths.append(path)
     return paths
+
+
+def _save_dataset(ds, path: str) -> None:
+    try:
+        ds.save_as(path, enforce_file_format=True)  # pydicom 3
+    except TypeError:
+        ds.save_as(path, write_like_original=False)  # pydicom 2 (the MONAI Label environment pins pydicom<3)
 
 
 def read_series(folder: str | os.PathLike):

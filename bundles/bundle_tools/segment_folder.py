@@ -72,7 +72,7 @@ def find_cases(root: str | os.PathLike) -> list[tuple[str, Path]]:
     if is_dicom_series_dir(root):
         return [(root.name, root)]
     cases = []
-    for folder, subdirs, files in os.walk(root):
+    for folder, subdirs, files in os.walk(root, followlinks=True):  # series folders are often symlinked
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         folder = Path(folder)
         if folder != root and any(is_dicom_file(folder / f) for f in files):
@@ -120,8 +120,8 @@ class FolderSegmenter:
 
         self.bundle = Path(bundle).resolve()
         parser = ConfigParser()
-        parser.read_meta(str(self.bundle / "configs" / "metadata.json"))
         parser.read_config([str(self.bundle / "configs" / "inference.json"), *map(str, configs)])
+        parser.read_meta(str(self.bundle / "configs" / "metadata.json"))  # after: a config may carry its own _meta_
         parser["bundle_root"] = str(self.bundle)
         parser["output_dir"] = str(scratch)
         if device:

@@ -60,7 +60,7 @@ def merged_config(bundle: Path, name: str, full_size: bool, edits: dict):
     parser.read_config([str(f) for f in files])
     for key, value in edits.items():
         if key.endswith("#+"):
-            parser[key[:-2]] = list(parser[key[:-2]]) + [value]
+            parser[key[:-2]] = list(parser[key[:-2]]) + list(value)
         else:
             parser[key] = value
     return parser
@@ -73,7 +73,8 @@ def copy_bundle(source: Path, app: Path, full_size: bool, edits: dict) -> Path:
 
     for name in ("inference.json", "train.json"):
         parser = merged_config(source, name, full_size, edits.get(name, {}))
-        ConfigParser.export_config_file(parser.config, str(target / "configs" / name), indent=2)
+        content = {k: v for k, v in parser.config.items() if k != "_meta_"}  # the parser adds an empty _meta_
+        ConfigParser.export_config_file(content, str(target / "configs" / name), indent=2)
     # multi_gpu_train.json is left as it is: on CPU MONAI Label's BundleTrainTask never reads it.
     return target
 
@@ -166,6 +167,8 @@ def _permuted_nifti(src: Path, dst: Path) -> None:
 
 def make_studies_3d(bundle: Path, studies: Path, scratch: Path, n_labelled: int = 4) -> list[dict]:
     """Datastore for a 3D bundle from its own demo scripts. Returns [{"name", "image", "label", "note"}]."""
+    import numpy as np
+
     scripts = bundle / "scripts"
     labels = studies / "labels" / "final"
     labels.mkdir(parents=True)
@@ -205,6 +208,16 @@ def make_studies_3d(bundle: Path, studies: Path, scratch: Path, n_labelled: int 
     _permuted_nifti(first_image, studies / "permuted.nii.gz")
     cases.append({"name": "permuted", "image": studies / "permuted.nii.gz", "label": None,
                   "note": "voxel axes stored as (k, i, j) with a flip (orientation, MONAILabel #1051)"})
+    import nibabel as nib
+
+    first = nib.load(str(first_image))
+    if first.ndim == 3:  # single-channel bundles also get a DICOM series, passed by path as MONAI Label's
+        from xlstm_bundle_tools.dicom import write_dicom_series  # DICOMweb datastore passes a downloaded series
+
+        series = scratch / "dicom" / "series0"
+        write_dicom_series(np.asarray(first.dataobj).astype(np.int16), first.affine, series)
+        cases.append({"name": "series0", "image": series, "request": str(series), "label": None,
+                      "note": "DICOM series folder (single-frame MR instances)"})
     return cases
 
 
@@ -247,23 +260,41 @@ def read_mask(path: Path, dims: int):
 
         picture = Image.open(path)
         return np.asarray(picture).T, None, picture.mode  # PIL is (row, column); transpose to (x, y)
+    if path.is_dir():  # a DICOM series: its geometry as ITK (MONAI's reader for folders) gives it, in RAS
+        from monai.transforms import LoadImage
+
+        image = LoadImage(image_only=True, reader="ITKReader")(str(path))
+        return image.numpy(), image.affine.numpy(), str(image.dtype)
     import nibabel as nib
 
     image = nib.load(str(path))
     return np.asanyarray(image.dataobj), image.affine, str(image.get_data_dtype())
 
 
-def reference_mask(bundle: Path, image: Path, output_dir: Path):
-    """The mask the bundle's own inference.json writes for ``image`` (same weights, in this environment)."""
-    import monai.bundle
+def reference_masks(bundle: Path, cases: list[dict], scratch: Path, python: str) -> dict[str, tuple[str, str]]:
+    """Masks the bundle's own ``inference.json`` writes for the same images and weights, in the project's own
+    environment (``python``: numpy 2, monai 1.6), through ``python -m xlstm_bundle_tools.segment_folder``.
 
-    monai.bundle.run(config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle),
-                     image_glob=str(image), output_dir=str(output_dir), device="cpu",
-                     **{"dataloader#num_workers": 0})
-    found = [p for p in output_dir.iterdir() if p.name.startswith(image.name.split(".")[0] + "_")]
-    if len(found) != 1:
-        raise RuntimeError(f"bundle inference wrote {[p.name for p in output_dir.iterdir()]} for {image.name}")
-    return found[0]
+    Returns ``{case name: (status, output path or reason)}``. Runs before training changes the weights.
+    """
+    import csv
+
+    images, output = scratch / "reference_input", scratch / "reference_output"
+    images.mkdir()
+    for case in cases:
+        os.symlink(case["image"], images / Path(case["image"]).name)
+    cmd = [python, "-m", "xlstm_bundle_tools.segment_folder", "--bundle", str(bundle), "--input", str(images),
+           "--output", str(output), "--weights", str(bundle / "models" / "model.pt"), "--device", "cpu",
+           "--no-progress"]
+    subprocess.run(cmd, capture_output=True, text=True)
+    rows = {}
+    status = output / "segment_folder_status.csv"
+    if status.is_file():
+        with open(status, newline="") as handle:
+            for row in csv.DictReader(handle):
+                first = row["output"].split(";")[0]
+                rows[row["case"]] = (row["status"], str(output / first) if row["status"] == "ok" else row["reason"])
+    return rows
 
 
 def expected_labels(bundle: Path) -> dict:
@@ -272,10 +303,13 @@ def expected_labels(bundle: Path) -> dict:
     return {v.lower(): int(k) for k, v in pred.get("channel_def", {}).items() if v.lower() != "background"}
 
 
-def check_infer(app, bundle: Path, case: dict, dims: int, scratch: Path) -> str:
+def check_infer(app, bundle: Path, case: dict, dims: int, reference: tuple[str, str] | None) -> str:
     import numpy as np
 
-    result = app.infer(request={"model": bundle.name, "image": case["name"], "device": "cpu", "logging": "WARNING"})
+    request = {"model": bundle.name, "image": case["request"], "device": "cpu", "logging": "WARNING"}
+    if Path(case["image"]).is_dir():  # a DICOM series: MONAI Label takes the extension from the request
+        request["result_extension"] = ".nii.gz"
+    result = app.infer(request=request)
     out = Path(result["file"])
     if not out.is_file():
         raise AssertionError(f"MONAI Label returned no file: {result}")
@@ -284,7 +318,7 @@ def check_infer(app, bundle: Path, case: dict, dims: int, scratch: Path) -> str:
     if labels != want:
         raise AssertionError(f"label names {labels} differ from the metadata's {want}")
     mask, affine, dtype = read_mask(out, dims)
-    source, source_affine, _ = read_mask(case["image"], dims)
+    source, source_affine, _ = read_mask(Path(case["image"]), dims)
     spatial = source.shape[:dims] if dims == 3 else source.shape[-2:]
     if tuple(mask.shape) != tuple(spatial):
         raise AssertionError(f"mask shape {mask.shape} != image spatial shape {tuple(spatial)} ({out.name})")
@@ -294,8 +328,10 @@ def check_infer(app, bundle: Path, case: dict, dims: int, scratch: Path) -> str:
     values = set(np.unique(mask).tolist())
     if not values <= {0, *want.values()}:
         raise AssertionError(f"mask values {sorted(values)} outside {{0}} + {sorted(want.values())}")
-    ref_path = reference_mask(bundle, case["image"], scratch / f"ref_{case['name']}")
-    ref, ref_affine, _ = read_mask(ref_path, dims)
+    if reference is None or reference[0] != "ok":
+        raise AssertionError(f"MONAI Label's mask {tuple(mask.shape)} passed the geometry checks, but the bundle's own "
+                             f"inference failed on this image: {reference[1] if reference else 'no result'}")
+    ref, _, _ = read_mask(Path(reference[1]), dims)
     if dims == 2:
         ref = (ref > 127).astype(ref.dtype) if ref.max() > 1 else ref  # the bundle's PNG is 0/255
     if ref.shape != mask.shape:
@@ -327,7 +363,8 @@ def check_train(app, bundle: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- driver
-def run_one(bundle_name: str, work: Path, full_size: bool, edits: dict, skip_train: bool) -> list[dict]:
+def run_one(bundle_name: str, work: Path, full_size: bool, edits: dict, skip_train: bool,
+            reference_python: str) -> list[dict]:
     os.environ.setdefault("MONAI_LABEL_DATASTORE_FILE_EXT", json.dumps(EXTENSIONS))
     os.environ.setdefault("MONAI_LABEL_DATASTORE_AUTO_RELOAD", "false")
     import monai
@@ -346,6 +383,9 @@ def run_one(bundle_name: str, work: Path, full_size: bool, edits: dict, skip_tra
                          ["network_data_format"]["inputs"].values()))["spatial_shape"])
     scratch.mkdir(parents=True)
     cases = (make_studies_2d if dims == 2 else make_studies_3d)(source, studies, scratch)
+    for case in cases:
+        case.setdefault("request", case["name"])  # a datastore image id
+    references = reference_masks(bundle, cases, scratch, reference_python)  # before training changes the weights
 
     sys.path.insert(0, str(app_dir))
     from main import MyApp  # the monaibundle sample app, as `monailabel start_server --app <app>` loads it
@@ -357,7 +397,7 @@ def run_one(bundle_name: str, work: Path, full_size: bool, edits: dict, skip_tra
     for case in cases:
         start = time.time()
         try:
-            detail, status = check_infer(app, bundle, case, dims, scratch), "ok"
+            detail, status = check_infer(app, bundle, case, dims, references.get(case["name"])), "ok"
         except Exception as err:  # every failure is reported, the other cases still run
             detail, status = f"{type(err).__name__}: {err}", "FAIL"
             logger.debug(traceback.format_exc())
@@ -398,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
                              f"(the prototype fixes are in {DEFAULT_EDITS.name})")
     parser.add_argument("--full-size", action="store_true", help="real network and patch sizes (not demo.json)")
     parser.add_argument("--skip-train", action="store_true")
+    default_python = REPO / ".venv" / "bin" / "python"
+    parser.add_argument("--reference-python", default=str(default_python if default_python.exists() else sys.executable),
+                        help="interpreter of the project's own environment, for the bundle's own masks "
+                             "(default: the repository's .venv)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -407,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     edits = {k: v for k, v in edits.items() if not k.startswith("_")}
 
     if args.one:  # child process: one bundle
-        rows = run_one(args.one, work, args.full_size, edits, args.skip_train)
+        rows = run_one(args.one, work, args.full_size, edits, args.skip_train, args.reference_python)
         (work / args.one / "rows.json").write_text(json.dumps(rows, indent=1))
         return 0
 
@@ -415,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     digests = {name: tree_digest(BUNDLES / name) for name in names}
     rows = []
     for name in names:
-        cmd = [sys.executable, __file__, "--work", str(work), "--one", name]
+        cmd = [sys.executable, __file__, "--work", str(work), "--one", name, "--reference-python", args.reference_python]
         cmd += (["--edits", str(args.edits.resolve())] if args.edits else [])
         cmd += (["--full-size"] if args.full_size else []) + (["--skip-train"] if args.skip_train else [])
         start = time.time()
