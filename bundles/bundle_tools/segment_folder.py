@@ -168,8 +168,8 @@ class FolderSegmenter:
                 f"{self.channels}{names}.")
         check_image_array(image, source)
 
-    def __call__(self, path: Path) -> None:
-        """Run one case; the config's savers write its outputs into the scratch folder."""
+    def __call__(self, path: Path) -> dict:
+        """Run one case; the config's savers write its outputs into the scratch folder. Returns the case's data."""
         import torch
         from monai.transforms import Compose, LoadImaged, apply_transform
 
