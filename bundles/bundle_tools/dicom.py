@@ -40,7 +40,6 @@ __all__ = [
     "labels_from_metadata",
     "write_dicom_seg",
     "read_dicom_seg",
-    "SaveDicomSegd",
 ]
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (its own inverse)
@@ -343,33 +342,3 @@ def read_dicom_seg(seg_path: str | os.PathLike, source: str | os.PathLike | Sequ
     names = {n: seg.get_segment_description(n).segment_label for n in numbers}
     return out, names
 
-
-class SaveDicomSegd:
-    """Postprocessing step: for a case whose image is a DICOM series folder, also write ``<case>_seg.dcm``.
-
-    Place it after the label map has been inverted to the input grid (after ``Invertd``), e.g. last in a bundle's
-    postprocessing with ``"_disabled_": "$not @dicom_seg"``. Cases from other formats pass through untouched.
-
-    Args:
-        keys: the label-map key (``"pred"``), (1, x, y, z) or (x, y, z) on the series' grid.
-        image_key: the key whose ``filename_or_obj`` is the series folder.
-        output_dir: where to write.
-        labels: ``{label value: name}``, e.g. ``$xlstm_bundle_tools.dicom.labels_from_metadata(@bundle_root +
-            '/configs/metadata.json')``.
-        output_postfix: file name ``<folder name>_<postfix>.dcm``.
-    """
-
-    def __init__(self, keys: str = "pred", image_key: str = "image", output_dir: str = ".",
-                 labels: Mapping[int, str] | None = None, output_postfix: str = "seg") -> None:
-        self.key, self.image_key, self.output_dir = keys, image_key, Path(output_dir)
-        self.labels = {int(k): v for k, v in (labels or {}).items()}
-        self.output_postfix = output_postfix
-
-    def __call__(self, data: Mapping) -> Mapping:
-        pred = data[self.key]
-        source = getattr(data.get(self.image_key), "meta", {}).get("filename_or_obj") or pred.meta.get("filename_or_obj")
-        if source and is_dicom_series_dir(source):
-            array = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
-            target = self.output_dir / f"{Path(source).name}_{self.output_postfix}.dcm"
-            write_dicom_seg(array.astype(np.uint16), np.asarray(pred.affine), source, target, self.labels)
-        return data
