@@ -19,8 +19,10 @@ from .metrics import ProtocolMetrics, format_metrics_csv
 from .protocols import PROTOCOLS, get_protocol
 from .paths import bundle_root
 from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
+from .spatial import MetaSafeSpacingd
 from .training import GradientClipping, deep_supervision_weights
 from .transforms import MirrorTTAInferer, RegionsToLabelsd
+from .writers import SameGridNibabelWriter
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -35,6 +37,7 @@ __all__ = [
     "GradientClipping",
     "InputError",
     "InvalidInputError",
+    "MetaSafeSpacingd",
     "MirrorTTAInferer",
     "OrganDiceNSD",
     "OverlaySaver",
@@ -42,6 +45,7 @@ __all__ = [
     "ProtocolMetrics",
     "RegionDiceHD95",
     "RegionsToLabelsd",
+    "SameGridNibabelWriter",
     "TrainingCurvePlotter",
     "assign_folds",
     "atomic_write",
