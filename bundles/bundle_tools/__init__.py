@@ -22,7 +22,6 @@ from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
 from .spatial import MetaSafeSpacingd
 from .training import GradientClipping, deep_supervision_weights
 from .transforms import MirrorTTAInferer, RegionsToLabelsd
-from .writers import SameGridNibabelWriter
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -45,7 +44,6 @@ __all__ = [
     "ProtocolMetrics",
     "RegionDiceHD95",
     "RegionsToLabelsd",
-    "SameGridNibabelWriter",
     "TrainingCurvePlotter",
     "assign_folds",
     "atomic_write",

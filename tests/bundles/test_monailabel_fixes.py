@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged, Orientationd, Spacingd
 
-from xlstm_bundle_tools import AtomicSaveImaged, MetaSafeSpacingd, SameGridNibabelWriter
+from xlstm_bundle_tools import AtomicSaveImaged, MetaSafeSpacingd
 
 
 def nifti(path, shape, affine, channels: int = 0):
@@ -51,7 +51,7 @@ def test_meta_safe_spacing_is_what_plain_spacingd_fails_on(tmp_path):
 
 
 @pytest.mark.parametrize("affine", [AFFINE, PERMUTED], ids=["axial", "permuted"])
-def test_same_grid_writer_saves_a_4d_input_prediction_on_its_grid(tmp_path, affine):
+def test_atomic_writer_saves_a_4d_input_prediction_on_its_grid(tmp_path, affine):
     """The prediction for a 4-channel 4D NIfTI, inverted to the input grid and saved with resample=False."""
     path = nifti(tmp_path / "case.nii.gz", (18, 14, 10), affine, channels=4)
     pre = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image"),
@@ -60,12 +60,12 @@ def test_same_grid_writer_saves_a_4d_input_prediction_on_its_grid(tmp_path, affi
     data["pred"] = (data["image"][:1] > 0.5).to(torch.uint8)
     data = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True)(data)
     save = AtomicSaveImaged(keys="pred", output_dir=str(tmp_path / "out"), output_postfix="seg", separate_folder=False,
-                            resample=False, output_dtype=np.uint8, writer=SameGridNibabelWriter)
+                            resample=False, output_dtype=np.uint8)
     if affine is PERMUTED:  # MONAI's own writer resamples "to no target" in 2D and fails on this affine
-        from xlstm_bundle_tools import AtomicNibabelWriter
+        from monai.data import NibabelWriter
 
         plain = AtomicSaveImaged(keys="pred", output_dir=str(tmp_path / "plain"), output_postfix="seg",
-                                 separate_folder=False, resample=False, output_dtype=np.uint8, writer=AtomicNibabelWriter)
+                                 separate_folder=False, resample=False, output_dtype=np.uint8, writer=NibabelWriter)
         with pytest.raises(RuntimeError, match="cannot find a suitable writer"):
             plain(dict(data))
     save(data)
