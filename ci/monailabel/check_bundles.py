@@ -9,8 +9,8 @@ Per bundle, in its own process:
 1. copy MONAI Label's ``monaibundle`` sample app to ``<work>/<bundle>/app`` and the bundle to ``app/model/<bundle>``
    (the source bundle is never written to: training writes ``models/model.pt`` into the copy). The copy's configs
    are the bundle's ``inference.json`` / ``train.json`` merged with its ``demo.json`` (CPU-sized network and
-   patch; ``--full-size`` keeps the real sizes), plus the edits of ``--edits`` (default: none; see
-   ``config_edits.json``, the prototype fixes). ``models/model.pt`` gets seeded random weights.
+   patch; ``--full-size`` keeps the real sizes), plus the edits of ``--edits`` (default: none; a way to
+   prototype a fix with the real client). ``models/model.pt`` gets seeded random weights.
 2. a datastore (``LocalDatastore`` layout: images, ``labels/final/<same name>``) made from the bundle's own
    ``scripts/make_demo_data.py`` (+ ``prepare_data.py`` / ``stack_modalities.py``), with the awkward cases users
    send: an image smaller than the patch (MONAI #5362), an oblique anisotropic affine, axes stored in another order
@@ -42,7 +42,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
-DEFAULT_EDITS = Path(__file__).resolve().parent / "config_edits.json"
 EXTENSIONS = ["*.nii.gz", "*.nii", "*.png", "*.jpg"]
 
 logger = logging.getLogger("check_bundles")
@@ -434,8 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", required=True, type=Path, help="scratch folder (emptied per bundle)")
     parser.add_argument("--bundle", action="append", help="bundle name (default: every bundle with a metadata.json)")
     parser.add_argument("--edits", type=Path, default=None,
-                        help=f"JSON {{bundle: {{config file: {{id: value}}}}}} applied to the copies "
-                             f"(the prototype fixes are in {DEFAULT_EDITS.name})")
+                        help="JSON {bundle: {config file: {id: value}}} applied to the copies, to prototype a fix "
+                             "with the real client before it goes into the bundle's bundle.yaml")
     parser.add_argument("--full-size", action="store_true", help="real network and patch sizes (not demo.json)")
     parser.add_argument("--skip-train", action="store_true")
     default_python = REPO / ".venv" / "bin" / "python"
