@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import ImageReader
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, NormalizeIntensityd
+from monai.transforms.traits import RandomizableTrait
 
 from .errors import InvalidInputError
 from .instances import BOUNDARY, INTERIOR, instances_from_semantic
@@ -58,6 +59,7 @@ __all__ = [
     "CellMetrics",
     "instance_overlay",
     "InstanceOverlaySaver",
+    "ZScoreCellImaged",
 ]
 
 logger = logging.getLogger(__name__)
@@ -397,8 +399,11 @@ def check_cell_case(image: str, label: str | None = None, class_values: Iterable
                     channels: int | None = None, instances: str | None = None) -> dict:
     """Preflight of one case: a readable image (1/3 channels, no alpha), and a label / instance mask of its size.
 
-    ``label`` is a 3-class map (values in ``class_values``, default 0/1/2); ``instances`` an instance mask.
+    ``label`` is a 3-class map (values in ``class_values``, default 0/1/2); ``instances`` an instance mask;
+    ``channels`` (the network's input channels, passed by the configs' preflight) must be 3: every image becomes 3.
     """
+    if channels not in (None, 3):
+        raise ValueError(f"check_cell_case: cell images are turned into 3 channels; the network takes {channels}.")
     array = read_cell_image(image)
     shape = tuple(array.shape[:2])
     for path, reader in ((label, lambda p: read_class_map(p, class_values or (0, 1, 2))),
@@ -574,3 +579,16 @@ class InstanceOverlaySaver:
             atomic_write(self.output_dir / f"{case}_overlay.png",
                          lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"), ".png")
             self.saved += 1
+
+
+class ZScoreCellImaged(NormalizeIntensityd, RandomizableTrait):
+    """nnU-Net's normalisation of Dataset703's channels: per image and channel, ``(x - mean) / std``
+    (``NormalizeIntensityd(channel_wise=True)``; a constant channel only loses its mean).
+
+    Marked with MONAI's ``RandomizableTrait`` for one reason: ``CacheDataset`` caches the pipeline up to the first
+    transform with that trait, so training caches the challenge-normalised uint8 image (3 bytes a pixel) instead of
+    the float32 z-scored one (12). The transform itself is deterministic.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, channel_wise=True, allow_missing_keys=allow_missing_keys)

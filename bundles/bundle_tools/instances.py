@@ -89,31 +89,38 @@ def growth_offsets(distance: float) -> list[tuple[int, int]]:
     return sorted(offsets, key=lambda o: (o[0] ** 2 + o[1] ** 2, o[0], o[1]))
 
 
-def grow_labels(labels: np.ndarray, target: np.ndarray, distance: float, block_rows: int = BLOCK_ROWS) -> np.ndarray:
+def grow_labels(labels: np.ndarray, target: np.ndarray, distance: float, block_rows: int = BLOCK_ROWS,
+                inplace: bool = False) -> np.ndarray:
     """Give each ``target`` pixel with label 0 the label of the nearest labelled pixel within ``distance``.
 
     Nearest by Euclidean distance, ties broken by :func:`growth_offsets`' order; the seeds are the labels as given
     (a grown pixel never seeds another). Works on ``block_rows`` rows at a time (plus a halo of ``distance``), so the
-    result does not depend on the block size. ``labels`` is not modified.
+    result does not depend on the block size. ``labels`` is modified only with ``inplace=True`` (which saves a
+    full-size copy on whole slides); the seeds are read from an unmodified copy of each block either way.
     """
     labels = np.asarray(labels)
     target = np.asarray(target, dtype=bool)
     if labels.shape != target.shape or labels.ndim != 2:
         raise ValueError(f"grow_labels: labels {labels.shape} and target {target.shape} must be one 2D size.")
-    out = labels.copy()
+    out = labels if inplace else labels.copy()
     offsets = growth_offsets(distance)
     if not offsets:
         return out
     halo = int(math.floor(distance))
     height, width = labels.shape
+    above = None  # in place: the unmodified last `halo` rows of the previous block, the seeds above this one
     for top in range(0, height, block_rows):
         bottom = min(top + block_rows, height)
         lo, hi = max(top - halo, 0), min(bottom + halo, height)
         # the block with a zero frame of `halo` pixels, so every shifted view stays inside
         padded = np.zeros((hi - lo + 2 * halo, width + 2 * halo), dtype=labels.dtype)
         padded[halo : halo + hi - lo, halo : halo + width] = labels[lo:hi]
+        if inplace and above is not None and top > lo:
+            padded[halo : halo + top - lo, halo : halo + width] = above[-(top - lo):]
         rows = slice(top - lo + halo, bottom - lo + halo)
-        core = labels[top:bottom]
+        core = padded[rows, halo : halo + width]
+        if inplace and halo:
+            above = core.copy() if above is None else np.concatenate([above, core])[-halo:]
         todo = target[top:bottom] & (core == 0)
         block = out[top:bottom]
         for dy, dx in offsets:
@@ -138,4 +145,4 @@ def instances_from_semantic(semantic: np.ndarray, grow_distance: float = 2.0, dt
     ndimage.label(semantic == INTERIOR, structure=_SQUARE, output=labels)
     if grow_distance <= 0:
         return labels
-    return grow_labels(labels, semantic == BOUNDARY, grow_distance)
+    return grow_labels(labels, semantic == BOUNDARY, grow_distance, inplace=True)

@@ -270,6 +270,9 @@ def test_block_wise_growth_equals_the_whole_image():
     whole = grow_labels(labels, semantic == BOUNDARY, 3.0, block_rows=10_000)
     for rows in (1, 2, 7, 16):
         np.testing.assert_array_equal(grow_labels(labels, semantic == BOUNDARY, 3.0, block_rows=rows), whole)
+        in_place = labels.copy()
+        grow_labels(in_place, semantic == BOUNDARY, 3.0, block_rows=rows, inplace=True)
+        np.testing.assert_array_equal(in_place, whole)
 
 
 # ------------------------------------------------------------------------------------------------ F1 (bundle level)
