@@ -449,6 +449,8 @@ class CellMetrics:
     (``dice_interior``, ``dice_boundary``, their mean ``dice_semantic``).
 
     Args:
+        protocol: the evaluation protocol's name (bundle.yaml ``evaluation_protocol``; ``cells``, the only one that
+            scores instance masks and takes ``pred_kind="interior"``).
         pred_key: predicted instance map (1, H, W).
         label_key: reference instance mask (1, H, W), the challenge's ``*_label.tiff``.
         semantic_key: predicted 3-class map (1, H, W) (None skips the interior-only F1 and the semantic Dice).
@@ -456,12 +458,13 @@ class CellMetrics:
         count_border_cells: the protocol's option (default False, as the challenge).
     """
 
-    def __init__(self, pred_key: str = "instances", label_key: str = "instances_ref", semantic_key: str | None = "pred",
-                 semantic_label_key: str | None = "label", count_border_cells: bool = False) -> None:
+    def __init__(self, protocol: str = "cells", pred_key: str = "instances", label_key: str = "instances_ref",
+                 semantic_key: str | None = "pred", semantic_label_key: str | None = "label",
+                 count_border_cells: bool = False) -> None:
         from .protocols import get_protocol
 
-        self.protocol = get_protocol("cells", count_border_cells=count_border_cells)
-        self.interior = get_protocol("cells", count_border_cells=count_border_cells, pred_kind="interior")
+        self.protocol = get_protocol(protocol, count_border_cells=count_border_cells)
+        self.interior = get_protocol(protocol, count_border_cells=count_border_cells, pred_kind="interior")
         self.pred_key, self.label_key = pred_key, label_key
         self.semantic_key, self.semantic_label_key = semantic_key, semantic_label_key
 
