@@ -55,6 +55,7 @@ __all__ = [
     "TiffInstanceWriter",
     "cell_output_name",
     "check_cell_case",
+    "check_cell_instances",
     "load_cell_fold",
     "CellMetrics",
     "instance_overlay",
@@ -415,6 +416,13 @@ def check_cell_case(image: str, label: str | None = None, class_values: Iterable
             raise InvalidInputError(f"{path}: size {other.shape[1]}x{other.shape[0]} differs from its image {image} "
                                     f"({shape[1]}x{shape[0]}).")
     return {"shape": shape}
+
+
+def check_cell_instances(image: str, instances: str | None = None, class_values: Iterable[int] | None = None,
+                         channels: int | None = None) -> dict:
+    """:func:`check_cell_case` of an image and its reference instance mask, in the shape ``check_cases`` calls
+    (``check_cases(entries, label_key="instances", check=check_cell_instances)``): the evaluation's preflight."""
+    return check_cell_case(image, None, None, channels=channels, instances=instances)
 
 
 def load_cell_fold(path, fold: int = 0, split: str = "train", reference: str | None = None) -> list[dict]:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,8 @@ from bundle_scripts import load_bundle_script
 from xlstm_bundle_tools.cells import (CellImageReader, CellInstancesd, CellMetrics, TiffInstanceWriter,
                                       cell_output_name, check_cell_case, normalize_cell_image,
                                       percentiles_of_nonzero, read_cell_image, read_instance_mask)
+import xlstm_bundle_tools.errors as errors
+from xlstm_bundle_tools.cells import load_cell_fold
 from xlstm_bundle_tools.checks import InvalidInputError
 from xlstm_bundle_tools.instances import (BOUNDARY, INTERIOR, grow_labels, instances_from_semantic,
                                           semantic_from_instances)
@@ -377,3 +382,68 @@ def test_configs_default_to_enc_at_the_real_patch_and_bot_is_one_option_away():
         if variant == "enc":  # the channel tokens are tied to the patch: another size gets the network's error
             with pytest.raises(Exception, match=r"[Pp]atch|size"):
                 net(torch.zeros(1, 3, 2 * size[0], size[1]))
+
+
+def test_evaluate_selects_the_cells_protocol_by_name():
+    from xlstm_bundle_tools.protocols import CellsProtocol
+
+    evaluate = json.loads((BUNDLE / "configs" / "evaluate.json").read_text())
+    assert evaluate["evaluation_protocol"] == "cells"
+    compute = evaluate["validate#handlers"][2]["compute"]
+    assert compute["protocol"] == "@evaluation_protocol"
+    metric = CellMetrics(protocol=evaluate["evaluation_protocol"])
+    assert isinstance(metric.protocol, CellsProtocol) and metric.interior.pred_kind == "interior"
+    with pytest.raises(ValueError, match="unknown evaluation protocol 'cell'"):
+        CellMetrics(protocol="cell")
+
+
+# ------------------------------------------------------------------------------------------------ the real commands
+def _run_bundle(configs: list[str], work: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` with the bundle's configs, from an empty foreign folder."""
+    elsewhere = work / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+               str([str(BUNDLE / "configs" / name) for name in configs]), *args]
+    environment = {k: v for k, v in os.environ.items() if k != errors.DEBUG_ENV}
+    return subprocess.run(command, cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=600)
+
+
+def _assert_stopped_on(result, file: Path, problem: str, work: Path) -> None:
+    report = f"\n--- stderr\n{result.stderr[-4000:]}"
+    assert result.returncode == 1, report
+    last = result.stderr.rstrip("\n").splitlines()[-1]
+    assert str(file) in last and problem in last, f"last line {last!r}" + report
+    assert "Traceback" not in result.stderr, report
+    for output in (work / "models", work / "out"):
+        assert not output.exists() or not any(output.rglob("*")), list(output.rglob("*"))
+    assert not any((work / "elsewhere").iterdir())
+
+
+def test_inference_refuses_an_rgba_image_and_writes_nothing(raw, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(raw / "Training-labeled" / "images" / "cell_00002.png", images / "good.png")
+    shutil.copy(raw / "Training-labeled" / "images" / "cell_00003.bmp", images / "bad.bmp")
+    bad = _rgba_png(images / "bad.bmp")
+    before = sorted(p.name for p in images.iterdir())
+    result = _run_bundle(["inference.json", "demo.json"], tmp_path, "--image_glob", str(images / "*.png"),
+                         "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "out"))
+    _assert_stopped_on(result, bad, "the image is RGBA", tmp_path)
+    assert sorted(p.name for p in images.iterdir()) == before
+
+
+def test_evaluation_refuses_a_float_reference_mask_before_scoring(raw, tmp_path):
+    dataset = tmp_path / "prepared"
+    prep.prepare(raw, dataset, num_folds=5, seed=1)
+    entry = load_cell_fold(dataset / "datalist.json", fold=0, split="val", reference="instances")[-1]
+    mask = Path(entry["instances"])
+    copy = tmp_path / "float_label.tiff"
+    tifffile.imwrite(copy, tifffile.imread(mask).astype(np.float32))
+    content = json.loads((dataset / "datalist.json").read_text())
+    for e in content["training"]:
+        if e.get("instances") and Path(e["instances"]).name == mask.name:
+            e["instances"] = str(copy)
+    (dataset / "datalist.json").write_text(json.dumps(content))
+    result = _run_bundle(["train.json", "evaluate.json", "demo.json"], tmp_path, "--dataset_dir", str(dataset),
+                         "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "out"))
+    _assert_stopped_on(result, copy, "an instance mask must have an integer type; got float32", tmp_path)

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xlstm_bundle_tools.cells import IMAGE_SUFFIXES, check_cell_case, read_class_map, read_instance_mask
+from xlstm_bundle_tools.cells import (IMAGE_SUFFIXES, check_cell_case, check_cell_instances, read_class_map,
+                                      read_instance_mask)
 from xlstm_bundle_tools.checks import InvalidInputError, check_cases
 from xlstm_bundle_tools.datalist import write_datalist
 from xlstm_bundle_tools.instances import instances_from_semantic, semantic_from_instances
@@ -112,10 +113,6 @@ def find_cases(source: Path) -> tuple[str, list[dict], list[dict]]:
         "U-Mamba's Dataset703_NeurIPSCell (imagesTr, labelsTr, ...).")
 
 
-def _check_instances(image, instances=None, class_values=None, **kwargs) -> dict:
-    return check_cell_case(image, instances=instances)
-
-
 def _write_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
@@ -136,12 +133,12 @@ def prepare(source: Path, output: Path, num_folds: int = 5, seed: int = 0) -> di
     logger.info("%s layout: %d training and %d test images", layout, len(training), len(testing))
     # every check before the first write
     if layout == "neurips2022":
-        check_cases(training + testing, label_key="instances", check=_check_instances,
+        check_cases(training + testing, label_key="instances", check=check_cell_instances,
                     desc="checking images and instance masks")
     else:
         check_cases(training, class_values=[0, 1, 2], check=check_cell_case, desc="checking images and labels")
         if testing:
-            check_cases(testing, label_key="instances", check=_check_instances, desc="checking test images")
+            check_cases(testing, label_key="instances", check=check_cell_instances, desc="checking test images")
     extra = {}
     # 3-class targets of every case with an instance mask (test cases too, so evaluate.json can score them)
     for entry in (training if layout == "neurips2022" else []) + [e for e in testing if "instances" in e]:
