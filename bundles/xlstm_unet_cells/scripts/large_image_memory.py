@@ -6,7 +6,8 @@
 
 For each size it writes an N x N RGB uint8 TIFF (a demo case tiled), then runs the bundle's own inference pipeline
 (``python -m monai.bundle run`` with inference.json, in a fresh process) on it with ``--image_glob`` and prints the
-process's peak resident memory (``ru_maxrss``) with the wall time, as JSON lines. The network keeps the real patch
+peak resident memory (``ru_maxrss``) of that process and of its largest DataLoader worker with the wall time, as
+JSON lines (``--num-workers 0`` keeps everything in the one process). The network keeps the real patch
 (512 x 512, so the real number of sliding windows and the real accumulation buffers) but, by default, narrow stages
 (``--features``) and random weights (``load_pretrain=false``), so the run takes minutes on a CPU: what grows with the
 image is the pipeline's buffers, not the network. ``--real-network`` keeps train.json's widths (the figure to add
@@ -52,18 +53,26 @@ def make_image(path: Path, size: int) -> None:
     tifffile.imwrite(str(path), image, photometric="rgb")
 
 
-def child(image: str, output: str, features: list[int] | None) -> dict:
-    """In this process: the bundle's inference on one image; returns peak RSS and time."""
+def child(image: str, output: str, features: list[int] | None, num_workers: int | None = None) -> dict:
+    """In this process: the bundle's inference on one image; returns peak RSS and time.
+
+    ``peak_rss_gib`` is this process's; ``worker_peak_rss_gib`` the largest of its DataLoader workers (they read and
+    normalise the image, so with workers the image's first copies live there). Their sum bounds the peak from above.
+    """
     from monai.bundle import run
 
     overrides = {"image_glob": image, "output_dir": output, "load_pretrain": False, "device": "cpu"}
     if features:
         overrides["network_def#features"] = features
+    if num_workers is not None:
+        overrides["dataloader#num_workers"] = num_workers
     start = time.perf_counter()
     run(config_file=str(BUNDLE / "configs" / "inference.json"), **overrides)
     seconds = time.perf_counter() - start
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"seconds": round(seconds, 1), "peak_rss_gib": round(peak_gib, 3)}
+    workers_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    return {"seconds": round(seconds, 1), "peak_rss_gib": round(peak_gib, 3),
+            "worker_peak_rss_gib": round(workers_gib, 3), "num_workers": num_workers}
 
 
 def window(features: list[int] | None) -> dict:
@@ -90,11 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", type=json.loads, default=NARROW, help="network_def#features (JSON list)")
     parser.add_argument("--real-network", action="store_true", help="train.json's widths")
     parser.add_argument("--window", action="store_true", help="print one window's memory and stop")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="inference.json dataloader#num_workers (0: everything in one process)")
     parser.add_argument("--child", nargs=2, metavar=("IMAGE", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     features = None if args.real_network else args.features
     if args.child:
-        print(json.dumps(child(args.child[0], args.child[1], features)), flush=True)
+        print(json.dumps(child(args.child[0], args.child[1], features, args.num_workers)), flush=True)
         return
     if args.window:
         print(json.dumps(window(features)), flush=True)
@@ -105,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             make_image(image, size)
             cmd = [sys.executable, __file__, "--child", str(image), str(Path(work) / "out")]
             cmd += ["--real-network"] if args.real_network else ["--features", json.dumps(args.features)]
+            cmd += [] if args.num_workers is None else ["--num-workers", str(args.num_workers)]
             result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             if result.returncode:
                 print(result.stderr[-3000:], file=sys.stderr)
