@@ -120,19 +120,22 @@ def bundle_child(bundle: str, steps: int, threads: int | None, real: bool, batch
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     network, loss_fn, optimizer, x, label, parser = bundle_parts(bundle, real, batch_size)
-    times = []
+    times, cpu_times = [], []
     for step in range(steps + 1):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loss = loss_fn(network(x), label)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     seconds = statistics.median(times)
     result = {"case": f"{bundle.rstrip('/').rsplit('/', 1)[-1]}:{'real' if real else 'demo'}", "input": list(x.shape),
               "params": sum(p.numel() for p in network.parameters()), "threads": torch.get_num_threads(),
               "seconds_per_step": round(seconds, 3), "steps": [round(t, 3) for t in times],
+              # CPU seconds (all threads): less distorted than wall time on a shared machine
+              "cpu_seconds_per_step": round(statistics.median(cpu_times), 3),
               "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)}
     epochs, per_epoch = parser.get_parsed_content("epochs"), parser.get_parsed_content("iterations_per_epoch")
     if per_epoch is None and train_cases:
