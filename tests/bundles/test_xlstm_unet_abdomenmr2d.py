@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.data import CacheDataset
 
 from xlstm_bundle_tools import InputError
 from xlstm_bundle_tools.abdomen_mr import MR_ORGANS
@@ -93,13 +94,30 @@ def test_a_corrupt_case_stops_preparation_before_anything_is_written(dataset702,
     assert not (tmp_path / "out").exists()
 
 
+def test_a_mask_of_another_size_is_named_with_its_image(dataset702, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(dataset702 / "raw", src)
+    label = src / "labelsTr" / "amos_0508.nii.gz"
+    image = nib.load(str(label))
+    data = np.asarray(image.dataobj)[:, :-3]  # three rows short
+    nib.save(nib.Nifti1Image(data, image.affine), str(label))
+    with pytest.raises(InputError, match=r"labelsTr/amos_0508.nii.gz: spatial shape \(\d+, \d+, \d+\) differs from "
+                                         r".*imagesTr/amos_0508_0000.nii.gz"):
+        prep.main(["--source", str(src), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------------------------ training samples
+def _window_sums(slices: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Sum over every h x w window of each (D, H, W) slice, from the integral image (float64)."""
+    integral = torch.nn.functional.pad(slices.cumsum(1).cumsum(2), [1, 0, 1, 0])
+    return integral[:, h:, w:] - integral[:, :-h, w:] - integral[:, h:, :-w] + integral[:, :-h, :-w]
+
+
 def _window_matches(volume: torch.Tensor, crop: torch.Tensor) -> list[tuple[int, int, int]]:
     """(z, i, j) of every in-plane window of ``volume`` (H, W, D) whose sum and sum of squares equal the crop's."""
-    slices = volume.permute(2, 0, 1)[:, None].double()  # (D, 1, H, W)
-    ones = torch.ones(1, 1, *crop.shape, dtype=torch.float64)
-    sums = torch.nn.functional.conv2d(slices, ones)[:, 0]
-    squares = torch.nn.functional.conv2d(slices ** 2, ones)[:, 0]
+    slices = volume.permute(2, 0, 1).double()  # (D, H, W)
+    sums, squares = _window_sums(slices, *crop.shape), _window_sums(slices ** 2, *crop.shape)
     target, target_sq = crop.double().sum(), (crop.double() ** 2).sum()
     hits = torch.isclose(sums, target, rtol=1e-9, atol=1e-6) & torch.isclose(squares, target_sq, rtol=1e-9, atol=1e-6)
     return [tuple(int(v) for v in hit) for hit in torch.nonzero(hits)]
@@ -113,9 +131,11 @@ def test_training_samples_are_single_axial_slices_with_organ_oversampling(datase
     volume = parser.get_parsed_content("validate#preprocessing")(dict(case))["image"][0]  # (H, W, D), not cropped
     pipeline = parser.get_parsed_content("train#preprocessing")
     pipeline.set_random_state(seed=0)
+    # as training runs it: the deterministic part (loading, resampling, class locations) cached once
+    cached = CacheDataset([case], transform=pipeline, progress=False)
     centred_on_organ, n = 0, 30
     for k in range(n):
-        sample = pipeline(dict(case))[0]
+        sample = cached[0][0]
         image, label = sample["image"], sample["label"]
         assert image.shape == label.shape == (1, *patch)  # 2D: the slice axis is gone
         assert "label_cls_indices" not in sample  # the cached class locations do not reach the batch
@@ -138,7 +158,7 @@ def test_slice_inferer_equals_a_per_slice_loop():
     network = parser.get_parsed_content("network_def").eval().double()  # float64: the two sums agree to round-off
     inferer = parser.get_parsed_content("inferer")
     patch = parser.get_parsed_content("patch_size")
-    volume = torch.randn(1, 1, 70, 90, 5, dtype=torch.float64)  # smaller than the 96 x 96 patch in-plane
+    volume = torch.randn(1, 1, 70, 90, 3, dtype=torch.float64)  # smaller than the 96 x 96 patch in-plane
     with torch.no_grad():
         out = inferer(volume, network)
         for z in range(volume.shape[-1]):  # one window per slice: the network on the slice padded to the patch
@@ -149,9 +169,9 @@ def test_slice_inferer_equals_a_per_slice_loop():
             torch.testing.assert_close(out[..., z], expected, atol=1e-10, rtol=1e-10)
         # slices are independent: changing one input slice changes that output slice only
         changed = volume.clone()
-        changed[..., 2] += 3.0
+        changed[..., 1] += 3.0
         diff = (inferer(changed, network) - out).abs().amax(dim=(0, 1, 2, 3))
-    assert diff[2] > 1e-3 and torch.all(diff[[0, 1, 3, 4]] == 0)
+    assert diff[1] > 1e-3 and torch.all(diff[[0, 2]] == 0)
 
 
 def _affine(spacing, degrees=(0.0, 0.0, 0.0), flip_xy=False):
@@ -209,6 +229,27 @@ def test_inference_writes_one_3d_mask_on_the_input_grid(segmented, name):
     assert data.dtype == np.uint8 and data.max() < 14
 
 
+def test_folder_inference_takes_volumes_and_gives_the_bundles_masks(segmented, tmp_path):
+    """segment_folder reads image_spatial_dims (3) rather than the network's 2: volumes are segmented, a 2D file fails."""
+    from xlstm_bundle_tools import segment_folder
+
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(segmented / "in" / "oblique.nii.gz", source)
+    nib.save(nib.Nifti1Image(np.zeros((30, 30), np.int16), np.eye(4)), str(source / "flat.nii.gz"))
+    parser = parser_for("inference.json", "demo.json")
+    torch.manual_seed(0)  # the weights the `segmented` fixture's untrained network had
+    torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "weights.pt")
+    code = segment_folder.main(["--bundle", str(BUNDLE), "--config", str(CONFIGS / "demo.json"), "--weights",
+                                str(tmp_path / "weights.pt"), "--input", str(source), "--output", str(tmp_path / "out"),
+                                "--device", "cpu", "--no-progress"])
+    assert code == 1  # one case failed
+    status = (tmp_path / "out" / segment_folder.STATUS_FILE).read_text()
+    assert f"{source / 'flat.nii.gz'}: 2D image of shape (30, 30); this bundle segments 3D images." in status
+    ours = np.asarray(nib.load(str(tmp_path / "out" / "oblique_seg.nii.gz")).dataobj)
+    assert np.array_equal(ours, np.asarray(nib.load(str(segmented / "out" / "oblique_seg.nii.gz")).dataobj))
+
+
 def test_bad_inputs_stop_inference_before_any_mask_is_written(tmp_path):
     (tmp_path / "in").mkdir()
     good = np.zeros((30, 30, 4), np.int16)
@@ -238,7 +279,8 @@ def test_configs_agree_with_the_organ_list_and_the_2d_plan():
     assert train["class_names"] == list(MR_ORGANS)
     assert list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values())[1:] == list(MR_ORGANS)
     compute = evaluate["validate#handlers"][2]["compute"]
-    assert (compute["_target_"], compute["protocol"]) == ("xlstm_bundle_tools.ProtocolMetrics", "amos")
+    assert (compute["_target_"], compute["protocol"]) == ("xlstm_bundle_tools.ProtocolMetrics", "@evaluation_protocol")
+    assert evaluate["evaluation_protocol"] == "amos"  # the AbdomenMR protocol, shared with the 3D bundle
     # nnU-Net's 2d plan: 320 x 320 patches, 7 stages, batch 6, in-plane resampling only
     assert train["patch_size"] == [320, 320] and len(train["network_def"]["features"]) == 7
     assert train["batch_size"] == 6 and train["target_spacing"][2] <= 0
@@ -274,3 +316,18 @@ def test_enc_variant_runs_slice_wise_at_its_patch_and_names_a_wrong_size():
         assert out.shape == (1, 14, 150, 100, 2)
         with pytest.raises(ValueError, match=r"channel-token layer was built for feature maps of \d+ voxels"):
             network(torch.randn(1, 1, 192, 96))  # the channel-token stages were sized for 96 x 96
+
+
+def test_the_step_benchmark_builds_either_variant_from_the_bundles_configs():
+    """benchmarks/bench_cpu_steps.py --bundle ... --set network_def#variant=enc: the figures name the network they timed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_cpu_steps", BUNDLE.parents[1] / "benchmarks" / "bench_cpu_steps.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench._override("network_def#variant=enc") == ("network_def#variant", "enc")
+    assert bench._override("batch_size=2") == ("batch_size", 2)
+    for variant in ("bot", "enc"):
+        network, loss, _, x, label, _ = bench.bundle_parts(str(BUNDLE), False, None, {"network_def#variant": variant})
+        assert network.variant == variant and tuple(x.shape) == (6, 1, 96, 96) and tuple(label.shape) == (6, 1, 96, 96)
+        assert torch.isfinite(loss(network(x), label))
