@@ -15,16 +15,19 @@ test set ``imagesTs/labelsTs``, labels in the MRI numbering (1 liver ... 13 left
 
 from __future__ import annotations
 
+import argparse
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .abdomen_mr import AMOS22_LABELS, MR_ORGANS, canonical_organ
+from .demo_sizes import add_size_options, chosen_sizes
 from .io import atomic_write_json
 from .synthetic import affine_for, bias_field, deformed_ellipsoid, mm_grid, tube, write_nifti
 
-__all__ = ["make_case", "write_demo", "ELLIPSOIDS", "TUBES"]
+__all__ = ["make_case", "write_demo", "demo_main", "ELLIPSOIDS", "TUBES"]
 
 logger = logging.getLogger("make_demo_data")
 
@@ -148,3 +151,23 @@ def write_demo(output: Path, n_train: int = 8, n_val: int = 2, n_test: int = 2, 
             "description": "Synthetic demo in the layout of nnU-Net's Dataset702_AbdomenMR (not real data)",
         }
     atomic_write_json(output / "dataset.json", dataset)
+
+
+def demo_main(argv: Sequence[str] | None, sizes: Mapping[str, Mapping[str, int]], default_layout: str,
+              description: str) -> None:
+    """The command line of both AMOS bundles' ``scripts/make_demo_data.py`` (each keeps its own ``SIZES``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--output", required=True, type=Path, help="folder to create")
+    add_size_options(parser, sizes, {
+        "train": "labelled MR training cases (imagesTr)",
+        "val": "labelled MR validation cases (imagesTr in Dataset702, imagesVa in AMOS22)",
+        "test": "MR test cases (imagesTs: labelled in Dataset702, unlabelled in AMOS22)",
+        "ct": "CT cases mixed into imagesTr (AMOS22 layout only)",
+    })
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layout", choices=("amos22", "nnunet702"), default=default_layout)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    n = chosen_sizes(args, sizes)
+    write_demo(args.output, n["train"], n["val"], n["test"], n["ct"], args.seed, args.layout)
+    logger.info("demo data in %s", args.output)

@@ -16,14 +16,7 @@ Dataset702 layout (the default): ``dataset.json`` (nnU-Net v2: ``channel_names``
 
 from __future__ import annotations
 
-import argparse
-import logging
-from pathlib import Path
-
-from xlstm_bundle_tools.abdomen_phantom import write_demo
-from xlstm_bundle_tools.demo_sizes import add_size_options, chosen_sizes
-
-logger = logging.getLogger("make_demo_data")
+from xlstm_bundle_tools.abdomen_phantom import demo_main  # the 3D bundle's phantom and command line
 
 # Case counts by name (xlstm_bundle_tools.demo_sizes): "demo" for make demo, "verify" for ci/verify_bundle.py. In the
 # Dataset702 layout "train" and "val" both land in imagesTr (10 labelled cases give fold 0 two validation cases) and
@@ -35,21 +28,7 @@ SIZES = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, type=Path, help="folder to create")
-    add_size_options(parser, SIZES, {
-        "train": "labelled MR training cases (imagesTr)",
-        "val": "labelled MR cases (imagesTr in Dataset702, imagesVa in AMOS22)",
-        "test": "MR test cases (imagesTs: labelled in Dataset702, unlabelled in AMOS22)",
-        "ct": "CT cases mixed into imagesTr (AMOS22 layout only)",
-    })
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--layout", choices=("nnunet702", "amos22"), default="nnunet702")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    n = chosen_sizes(args, SIZES)
-    write_demo(args.output, n["train"], n["val"], n["test"], n["ct"], args.seed, args.layout)
-    logger.info("demo data in %s", args.output)
+    demo_main(argv, SIZES, default_layout="nnunet702", description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

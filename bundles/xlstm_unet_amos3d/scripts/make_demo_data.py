@@ -13,14 +13,7 @@ something to leave out. The same seed gives the same files.
 
 from __future__ import annotations
 
-import argparse
-import logging
-from pathlib import Path
-
-from xlstm_bundle_tools.abdomen_phantom import make_case, write_demo  # noqa: F401 (the phantom, shared with the 2D bundle)
-from xlstm_bundle_tools.demo_sizes import add_size_options, chosen_sizes
-
-logger = logging.getLogger("make_demo_data")
+from xlstm_bundle_tools.abdomen_phantom import demo_main, make_case, write_demo  # noqa: F401 (shared with the 2D bundle)
 
 # Case counts by name (xlstm_bundle_tools.demo_sizes): "demo" for make demo, "verify" for ci/verify_bundle.py
 # (12 labelled MR cases give fold 0 two validation cases; one unlabelled case for inference).
@@ -31,21 +24,7 @@ SIZES = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, type=Path, help="folder to create")
-    add_size_options(parser, SIZES, {
-        "train": "labelled MR training cases (imagesTr)",
-        "val": "labelled MR validation cases (imagesVa)",
-        "test": "unlabelled MR cases (imagesTs)",
-        "ct": "CT cases mixed into imagesTr (AMOS layout only)",
-    })
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--layout", choices=("amos22", "nnunet702"), default="amos22")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    n = chosen_sizes(args, SIZES)
-    write_demo(args.output, n["train"], n["val"], n["test"], n["ct"], args.seed, args.layout)
-    logger.info("demo data in %s", args.output)
+    demo_main(argv, SIZES, default_layout="amos22", description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
