@@ -315,7 +315,10 @@ class Verifier:
 
         # a case is one file or, for multi-modal bundles, a list of per-modality files
         image_path = [absolute(p) for p in entry["image"]] if isinstance(entry["image"], list) else absolute(entry["image"])
-        sample = Compose(pre)({image_key: image_path})
+        # MONAI Label's request also carries the path under 'image_path' (a string): monai 1.6's Spacingd
+        # calls .update() on every 'image_*' key, which is how the real client failed before MetaSafeSpacingd
+        first_path = image_path[0] if isinstance(image_path, list) else image_path
+        sample = Compose(pre)({image_key: image_path, "image_path": first_path})
         if image_key not in sample:
             raise KeyError(f"preprocessing does not produce '{image_key}'")
         with torch.no_grad():

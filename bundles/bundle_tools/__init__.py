@@ -21,7 +21,7 @@ from .paths import bundle_root
 from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
 from .spatial import MetaSafeSpacingd
 from .training import GradientClipping, deep_supervision_weights
-from .transforms import MirrorTTAInferer, RegionsToLabelsd
+from .transforms import MirrorTTAInferer, RandRotateScaled, RegionsToLabelsd, rotation_safe_crop_size
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -38,6 +38,8 @@ __all__ = [
     "InvalidInputError",
     "MetaSafeSpacingd",
     "MirrorTTAInferer",
+    "RandRotateScaled",
+    "rotation_safe_crop_size",
     "OrganDiceNSD",
     "OverlaySaver",
     "PROTOCOLS",

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import math
+
 import torch
 from monai.config import KeysCollection
 from monai.inferers import Inferer
-from monai.transforms import MapTransform
+from monai.transforms import Affined, CenterSpatialCropd, MapTransform, RandomizableTransform
 
-__all__ = ["RegionsToLabelsd", "MirrorTTAInferer"]
+__all__ = ["RegionsToLabelsd", "MirrorTTAInferer", "RandRotateScaled", "rotation_safe_crop_size"]
 
 
 class RegionsToLabelsd(MapTransform):
@@ -101,3 +103,83 @@ class MirrorTTAInferer(Inferer):
             count += 1
         mean = total / count
         return self._logits(mean) if self.average == "probabilities" else mean
+
+
+def rotation_safe_crop_size(patch_size: Sequence[int], rotate_axes: Sequence[int], min_scale: float = 0.85) -> list[int]:
+    """The region to crop before :class:`RandRotateScaled` so that its output patch needs no padding.
+
+    nnU-Net v2 (``get_patch_size`` in its trainer) crops an enlarged "initial patch" that holds the final patch under
+    every rotation, divided by the smallest scale it plans for (0.85, although it samples down to 0.7). For an
+    in-plane rotation over the axes ``rotate_axes`` that is the in-plane diagonal; other axes keep their size.
+
+    Example: ``rotation_safe_crop_size([224, 160, 48], [0, 1])`` is ``[324, 324, 48]``.
+    """
+    size = [int(s) for s in patch_size]
+    diagonal = math.sqrt(sum(size[a] ** 2 for a in rotate_axes))
+    for axis in rotate_axes:
+        size[axis] = int(math.ceil(diagonal / min_scale))
+    return size
+
+
+class RandRotateScaled(RandomizableTransform, MapTransform):
+    """nnU-Net's spatial augmentation: rotation and isotropic scaling drawn independently, applied in one resampling.
+
+    MONAI's ``RandAffined`` has one probability for all its parameters and draws each axis' scale on its own;
+    nnU-Net v2's ``SpatialTransform`` rotates with ``p_rotation`` and scales with ``p_scaling`` independently (0.2
+    each, so 4 % of patches get both), with one scale factor for every axis (``independent_scale_for_each_axis``
+    false), then crops the patch from the centre of a larger region. For strongly anisotropic patches (largest side
+    over 3x the through-plane side, AMOS MRI's case) it rotates in-plane only, over ±180° ("dummy 2D").
+
+    Feed it the region ``rotation_safe_crop_size`` gives; it returns the centred ``spatial_size`` patch of the
+    rotated and scaled region (a plain centre crop when neither fires, so no interpolation blurs those patches).
+    A scale factor above 1 samples a larger region, so structures shrink, as in batchgenerators.
+
+    Args:
+        keys: keys to transform together (image and label).
+        spatial_size: the output patch, (*S).
+        rotate_range: (a0, a1, a2) radians; the angle about each axis is drawn from U(-a, a). 3D: index 2 rotates
+            the plane of axes 0 and 1 (MONAI's ``create_rotate`` order). 2D: one angle.
+        scale_range: (low, high) of the one scale factor, U(low, high). nnU-Net: (0.7, 1.4).
+        prob_rotate, prob_scale: the independent probabilities. nnU-Net: 0.2 and 0.2.
+        mode, padding_mode: per key, as ``Affined``.
+
+    Example (AMOS 3D, patches 224×160×48 cropped to 324×324×48 before it)::
+
+        {"_target_": "xlstm_bundle_tools.RandRotateScaled", "keys": ["image", "label"],
+         "spatial_size": [224, 160, 48], "rotate_range": [0, 0, 3.1416], "scale_range": [0.7, 1.4],
+         "prob_rotate": 0.2, "prob_scale": 0.2, "mode": ["bilinear", "nearest"]}
+    """
+
+    def __init__(self, keys: KeysCollection, spatial_size: Sequence[int], rotate_range: Sequence[float],
+                 scale_range: Sequence[float] = (0.7, 1.4), prob_rotate: float = 0.2, prob_scale: float = 0.2,
+                 mode: str | Sequence[str] = "bilinear", padding_mode: str | Sequence[str] = "zeros",
+                 allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.spatial_size = [int(s) for s in spatial_size]
+        self.rotate_range = [float(a) for a in rotate_range]
+        if len(self.rotate_range) != (1 if len(self.spatial_size) == 2 else 3):
+            raise ValueError(f"rotate_range needs {1 if len(self.spatial_size) == 2 else 3} angle(s) for a "
+                             f"{len(self.spatial_size)}D patch, got {list(rotate_range)}")
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.prob_rotate, self.prob_scale = float(prob_rotate), float(prob_scale)
+        self.mode, self.padding_mode = mode, padding_mode
+        self.rotate_params: list[float] | None = None
+        self.scale: float | None = None
+
+    def randomize(self, data=None) -> None:
+        rotate = self.R.rand() < self.prob_rotate
+        scale = self.R.rand() < self.prob_scale
+        self.rotate_params = [float(self.R.uniform(-a, a)) for a in self.rotate_range] if rotate else None
+        self.scale = float(self.R.uniform(*self.scale_range)) if scale else None
+
+    def __call__(self, data: Mapping) -> dict:
+        self.randomize()
+        d = dict(data)
+        if self.rotate_params is None and self.scale is None:
+            return CenterSpatialCropd(self.keys, self.spatial_size, allow_missing_keys=self.allow_missing_keys)(d)
+        affine = Affined(self.keys, rotate_params=self.rotate_params,
+                         scale_params=None if self.scale is None else [self.scale] * len(self.spatial_size),
+                         spatial_size=self.spatial_size, mode=self.mode, padding_mode=self.padding_mode,
+                         allow_missing_keys=self.allow_missing_keys)
+        return affine(d)

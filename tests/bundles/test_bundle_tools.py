@@ -388,3 +388,56 @@ def test_mirror_tta_keeps_saturated_outputs_finite_and_checks_its_options():
         tools.MirrorTTAInferer(SimpleInferer(), activation="relu")
     with pytest.raises(ValueError, match="average must be 'probabilities' or 'logits'"):
         tools.MirrorTTAInferer(SimpleInferer(), average="votes")
+
+
+# ------------------------------------------------------------------ nnU-Net's spatial augmentation (RandRotateScaled)
+def _fixed(transform, rotate_params=None, scale=None):
+    """The transform with its draw replaced by fixed parameters."""
+    def randomize(data=None):
+        transform.rotate_params, transform.scale = rotate_params, scale
+    transform.randomize = randomize
+    return transform
+
+
+def test_rotate_scale_draws_rotation_and_scale_independently_as_nnunet():
+    transform = tools.RandRotateScaled(["image"], [8, 8, 4], [0.0, 0.0, math.pi])
+    transform.set_random_state(7)
+    draws = []
+    for _ in range(20000):
+        transform.randomize()
+        draws.append((transform.rotate_params, transform.scale))
+    rotated = [r for r, _ in draws if r is not None]
+    scaled = [s for _, s in draws if s is not None]
+    both = sum(r is not None and s is not None for r, s in draws)
+    assert abs(len(rotated) / 20000 - 0.2) < 0.01 and abs(len(scaled) / 20000 - 0.2) < 0.01
+    assert abs(both / 20000 - 0.04) < 0.005  # independent: 0.2 x 0.2, where one shared probability gives 0.2
+    assert all(r[0] == r[1] == 0.0 and -math.pi <= r[2] <= math.pi for r in rotated)
+    assert max(abs(r[2]) for r in rotated) > 3.0  # the whole ±180° range is used, not MONAI's ±30° of before
+    assert 0.7 <= min(scaled) < 0.72 and 1.38 < max(scaled) <= 1.4
+
+
+def test_rotate_scale_without_a_draw_is_an_exact_centre_crop():
+    image = torch.rand(1, 15, 13, 6)
+    out = _fixed(tools.RandRotateScaled(["image"], [8, 6, 4], [0.0, 0.0, math.pi]))({"image": image})["image"]
+    assert torch.equal(torch.as_tensor(out), image[:, 3:11, 3:9, 1:5])
+    assert tools.rotation_safe_crop_size([224, 160, 48], [0, 1]) == [324, 324, 48]
+
+
+def test_rotate_scale_rotates_in_plane_as_rot90_does():
+    image = torch.rand(1, 9, 9, 5)
+    label = (image > 0.5).float()
+    transform = _fixed(tools.RandRotateScaled(["image", "label"], [9, 9, 5], [0.0, 0.0, math.pi],
+                                              mode=["bilinear", "nearest"]), rotate_params=[0.0, 0.0, math.pi / 2])
+    out = transform({"image": image, "label": label})
+    matches = [k for k in (1, -1) if torch.allclose(torch.as_tensor(out["image"]), torch.rot90(image, k, (1, 2)),
+                                                        atol=1e-5)]
+    assert len(matches) == 1  # exactly one direction: the rotation stays in the (0, 1) plane, slices untouched
+    assert torch.equal(torch.as_tensor(out["label"]), torch.rot90(label, matches[0], (1, 2)))
+
+
+def test_rotate_scale_scales_every_axis_by_one_factor():
+    image = torch.rand(1, 15, 15, 15)
+    transform = _fixed(tools.RandRotateScaled(["image"], [8, 8, 8], [0.0, 0.0, math.pi]), scale=2.0)
+    out = torch.as_tensor(transform({"image": image})["image"])
+    # a factor above 1 samples a region twice as large: every second voxel (structures shrink, as batchgenerators)
+    assert torch.allclose(out, image[:, ::2, ::2, ::2], atol=1e-5)

@@ -94,3 +94,28 @@ def test_agreement_check_catches_a_drifted_copy(isic_verifier, edit, message):
             isic_verifier.agreement()
     finally:
         isic_verifier.config("inference.json").write_text(original)
+
+
+def test_monailabel_check_sends_image_path_as_the_real_client_does(tmp_path):
+    """MONAI Label's request holds ``image_path`` (a string) beside ``image``; monai 1.6's plain Spacingd calls
+    .update() on it. With the bundle's MetaSafeSpacingd swapped back for Spacingd, the emulation must fail as the
+    real client did."""
+    copy = tmp_path / "xlstm_unet_amos3d"
+    shutil.copytree(REPO / "bundles" / "xlstm_unet_amos3d", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "work").mkdir()
+    verifier = _verifier_module().Verifier(copy, tmp_path / "work")
+    verifier.dataset_dir()
+
+    def plain_spacing(config):
+        steps = config["preprocessing"]["transforms"]
+        index = next(i for i, t in enumerate(steps) if t.get("_target_") == "xlstm_bundle_tools.MetaSafeSpacingd")
+        steps[index]["_target_"] = "Spacingd"
+
+    _edit_inference(verifier, plain_spacing)
+    with pytest.raises(RuntimeError, match="Spacingd") as failure:
+        verifier.monailabel_keys()
+    causes, error = [], failure.value
+    while error is not None:
+        causes.append(str(error))
+        error = error.__cause__
+    assert "'str' object has no attribute 'update'" in causes, causes
