@@ -5,9 +5,10 @@
     python benchmarks/bench_cpu_steps.py --case amos3d_demo --steps 3
     python benchmarks/bench_cpu_steps.py --bundle bundles/xlstm_unet_amos3d          # its configs/demo.json sizes
     python benchmarks/bench_cpu_steps.py --bundle bundles/xlstm_unet_amos3d --real   # train.json alone
+    python benchmarks/bench_cpu_steps.py --bundle bundles/xlstm_unet_abdomenmr2d --real --set network_def#variant=enc
 
 ``--bundle`` reads the bundle's own configs: network_def, loss and optimizer from train.json (with demo.json on top
-unless ``--real``), the input from ``batch_size`` x metadata ``num_channels`` x ``patch_size`` (or ``image_size``),
+unless ``--real``, then any ``--set ID=VALUE`` overrides, VALUE read as JSON where it parses), the input from ``batch_size`` x metadata ``num_channels`` x ``patch_size`` (or ``image_size``),
 and labels shaped for the loss (class indices when it one-hot encodes them, else one binary map per output
 channel). For the demo it also prints the training steps (``epochs`` x ``iterations_per_epoch``, or ``--train-cases``
 / ``batch_size`` per epoch) times the step cost: the estimate to hold against the demo target of at most 3 minutes
@@ -82,7 +83,7 @@ def child(name: str, steps: int, threads: int | None) -> dict:
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)}
 
 
-def bundle_parts(bundle: str, real: bool, batch_size: int | None):
+def bundle_parts(bundle: str, real: bool, batch_size: int | None, overrides: dict | None = None):
     """(network, loss, optimizer, input, label, parser) built from the bundle's train.json [+ demo.json]."""
     from pathlib import Path
 
@@ -92,7 +93,7 @@ def bundle_parts(bundle: str, real: bool, batch_size: int | None):
     root = Path(bundle).resolve()
     parser = ConfigParser()
     parser.read_config([str(root / "configs" / "train.json")] + ([] if real else [str(root / "configs" / "demo.json")]))
-    parser.update({"bundle_root": str(root), "device": "cpu", "amp": False})
+    parser.update({"bundle_root": str(root), "device": "cpu", "amp": False, **(overrides or {})})
     if batch_size:
         parser["batch_size"] = batch_size
     meta = json.loads((root / "configs" / "metadata.json").read_text())["network_data_format"]
@@ -111,7 +112,7 @@ def bundle_parts(bundle: str, real: bool, batch_size: int | None):
 
 
 def bundle_child(bundle: str, steps: int, threads: int | None, real: bool, batch_size: int | None,
-                 train_cases: int | None) -> dict:
+                 train_cases: int | None, overrides: dict | None = None) -> dict:
     import math
 
     import torch
@@ -119,7 +120,7 @@ def bundle_child(bundle: str, steps: int, threads: int | None, real: bool, batch
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    network, loss_fn, optimizer, x, label, parser = bundle_parts(bundle, real, batch_size)
+    network, loss_fn, optimizer, x, label, parser = bundle_parts(bundle, real, batch_size, overrides)
     times, cpu_times = [], []
     for step in range(steps + 1):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -131,7 +132,9 @@ def bundle_child(bundle: str, steps: int, threads: int | None, real: bool, batch
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
     seconds = statistics.median(times)
-    result = {"case": f"{bundle.rstrip('/').rsplit('/', 1)[-1]}:{'real' if real else 'demo'}", "input": list(x.shape),
+    name = f"{bundle.rstrip('/').rsplit('/', 1)[-1]}:{'real' if real else 'demo'}"
+    name += "".join(f" {k}={v}" for k, v in (overrides or {}).items())
+    result = {"case": name, "input": list(x.shape),
               "params": sum(p.numel() for p in network.parameters()), "threads": torch.get_num_threads(),
               "seconds_per_step": round(seconds, 3), "steps": [round(t, 3) for t in times],
               # CPU seconds (all threads): less distorted than wall time on a shared machine
@@ -146,6 +149,16 @@ def bundle_child(bundle: str, steps: int, threads: int | None, real: bool, batch
     return result
 
 
+def _override(item: str) -> tuple[str, object]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--set {item}: expected ID=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a plain string such as enc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=sorted(CASES), action="append")
@@ -156,12 +169,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="with --bundle: instead of the config's")
     parser.add_argument("--train-cases", type=int, default=None,
                         help="with --bundle: training cases per epoch, where iterations_per_epoch is null")
+    parser.add_argument("--set", action="append", default=[], metavar="ID=VALUE",
+                        help="with --bundle: a config override, e.g. network_def#variant=enc (repeatable)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    overrides = dict(_override(item) for item in args.set)
     if args.child:
         if args.bundle:
             print(json.dumps(bundle_child(args.bundle, args.steps, args.threads, args.real, args.batch_size,
-                                          args.train_cases)))
+                                          args.train_cases, overrides)))
         else:
             print(json.dumps(child(args.case[0], args.steps, args.threads)))
         return
@@ -171,6 +187,8 @@ def main() -> None:
                             ("--train-cases", args.train_cases)):
             if value:
                 cmd += [flag, str(value)]
+        for item in args.set:
+            cmd += ["--set", item]
         result = subprocess.run(cmd + (["--real"] if args.real else []), capture_output=True, text=True)
         line = result.stdout.strip().splitlines()[-1] if result.returncode == 0 and result.stdout.strip() else None
         print(line or json.dumps({"case": args.bundle, "error": f"exit {result.returncode}",

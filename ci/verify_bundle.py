@@ -327,7 +327,8 @@ class Verifier:
         if out.dtype not in (torch.uint8, torch.float32):
             raise TypeError(f"postprocessing ends with {out.dtype}; MONAI Label's ITK writer needs uint8 or float")
         original = tuple(out.meta.get("spatial_shape", ())) if hasattr(out, "meta") else ()
-        if original and tuple(out.shape[-dimension:]) != tuple(int(s) for s in original):
+        # the input file's own grid: a 2D network may segment 3D volumes slice by slice (dimension 2, 3D masks)
+        if original and tuple(out.shape[-len(original):]) != tuple(int(s) for s in original):
             raise ValueError(f"prediction grid {tuple(out.shape)} is not the input's {original}")
 
         train = ConfigParser()

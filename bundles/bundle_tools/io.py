@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from monai.data import NibabelWriter, PILWriter
 from monai.transforms import SaveImaged
+from monai.utils import ensure_tuple
 
 from .errors import InvalidInputError
 
@@ -69,6 +70,8 @@ class AtomicNibabelWriter(NibabelWriter):
     channel-squeezed prediction of a multi-channel input (a 4D NIfTI, ``original_channel_dim = -1``) the MetaTensor
     made there counts two spatial dimensions, so the resampler takes the top-left 3x3 of the affine, which is
     singular when the first two voxel axes are not in-plane: ``ValueError: Affine [[...]] is not invertible``.
+    And it keeps the input's trailing size-1 spatial axes (a one-slice volume stays 3D), which MONAI's
+    ``squeeze_end_dims`` removes together with the channel.
     """
 
     @classmethod
@@ -76,6 +79,16 @@ class AtomicNibabelWriter(NibabelWriter):
         if target_affine is None and output_spatial_shape is None:
             return data_array, (np.eye(4) if affine is None else affine)
         return super().resample_if_needed(data_array, affine, target_affine, output_spatial_shape, **kwargs)
+
+    def set_metadata(self, meta_dict=None, resample: bool = True, **options):
+        super().set_metadata(meta_dict, resample, **options)
+        # ``squeeze_end_dims`` removes every trailing size-1 axis, spatial ones too: a one-slice volume (H, W, 1) would
+        # be written as a 2D image. Give back the input's trailing size-1 spatial axes, so the mask keeps its grid.
+        shape = tuple(int(s) for s in ensure_tuple((meta_dict or {}).get("spatial_shape", ())))
+        data = self.data_obj
+        if data is not None and len(data.shape) < len(shape) and tuple(data.shape) == shape[: len(data.shape)] \
+                and all(s == 1 for s in shape[len(data.shape):]):
+            self.data_obj = data.reshape(shape)
 
     def write(self, filename, verbose: bool = False, **obj_kwargs):
         atomic_write(filename, lambda tmp: super(AtomicNibabelWriter, self).write(tmp, verbose, **obj_kwargs),

@@ -7,7 +7,9 @@ Cases are found anywhere below ``--input``: NIfTI (``.nii``, ``.nii.gz``), NRRD,
 (a folder holding DICOM files), and PNG/JPEG/TIFF/BMP pictures for 2D bundles. Every case runs through the bundle's
 own ``configs/inference.json`` (parsed with ``monai.bundle.ConfigParser``; only the standard ids ``network``,
 ``preprocessing``, ``inferer``, ``postprocessing``, ``output_dir``, ``device`` and ``ckpt_dir`` are used, so the
-config may be restructured freely), with the weights loaded once.
+config may be restructured freely), with the weights loaded once. Images must have the network's dimensionality
+(metadata ``spatial_shape``), unless ``inference.json`` sets ``image_spatial_dims``: a 2D network that segments 3D
+volumes slice by slice sets 3.
 
 - Progress: a bar with the case count, the elapsed time and an ETA; each failure is printed as it happens.
 - ``<output>/segment_folder_status.csv``: ``case,status,seconds,output,reason`` (status ``ok``, ``failed`` or
@@ -130,7 +132,8 @@ class FolderSegmenter:
         self.amp = bool(parser.get_parsed_content("amp")) if "amp" in parser.config else False
         self.amp = self.amp and self.device.type == "cuda"
         inputs = next(iter(parser["_meta_"]["network_data_format"]["inputs"].values()))
-        self.spatial_dims = len(inputs["spatial_shape"])
+        self.spatial_dims = (int(parser.get_parsed_content("image_spatial_dims")) if "image_spatial_dims" in parser.config
+                             else len(inputs["spatial_shape"]))
         self.channels = int(inputs["num_channels"])
         self.channel_names = list(inputs.get("channel_def", {}).values())
         self.network = parser.get_parsed_content("network")

@@ -227,6 +227,24 @@ def test_atomic_save_imaged_writes_png_masks_and_refuses_to_overwrite_the_input(
         same({"pred": pred})
 
 
+@pytest.mark.parametrize("shape", [(7, 5, 1), (7, 5, 3), (7, 1, 1)])
+def test_atomic_nifti_writer_keeps_the_inputs_size_1_axes(tmp_path, shape):
+    """A one-slice volume's mask stays 3D, where MONAI's squeeze_end_dims removes the slice axis with the channel."""
+    from monai.data import NibabelWriter
+
+    affine = np.array([[-1.5, 0, 0, 4.0], [0, 1.2, 0, -3.0], [0, 0, 6.0, 2.0], [0, 0, 0, 1]])
+    mask = torch.arange(int(np.prod(shape)), dtype=torch.uint8).reshape(1, *shape) % 3
+    pred = MetaTensor(mask, affine=torch.as_tensor(affine),
+                      meta={"filename_or_obj": str(tmp_path / "case.nii.gz"), "spatial_shape": shape})
+    tools.AtomicSaveImaged(keys="pred", output_dir=str(tmp_path / "out"), output_postfix="seg", output_dtype=np.uint8,
+                           separate_folder=False, resample=False)({"pred": pred})
+    written = nib.load(str(tmp_path / "out" / "case_seg.nii.gz"))
+    assert written.shape == shape and np.allclose(written.affine, affine)
+    assert np.array_equal(np.asarray(written.dataobj), mask[0].numpy())
+    squeezed = NibabelWriter.convert_to_channel_last(mask.numpy(), channel_dim=0, squeeze_end_dims=True)
+    assert squeezed.shape == tuple(s for i, s in enumerate(shape) if s > 1 or any(t > 1 for t in shape[i:]))
+
+
 def test_atomic_checkpoint_saver_keeps_a_loadable_best_model(tmp_path):
     net = torch.nn.Linear(2, 1)
     scores = iter([0.2, 0.5, 0.4])
