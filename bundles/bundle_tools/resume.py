@@ -119,7 +119,8 @@ def get_rng_state(dataset: Any = None) -> dict:
         "numpy": _numpy_state(np.random.get_state()),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
-        "transforms": [_numpy_state(r.get_state()) for r in _transform_random_states(dataset)] if dataset else [],
+        "transforms": [_numpy_state(r.get_state()) for r in _transform_random_states(dataset)]
+        if dataset is not None else [],
     }
     return state
 
@@ -406,12 +407,17 @@ class TrainingCheckpoint:
             self.save(engine, "training completed")
         self._restore_signal_handlers()
 
+    @staticmethod
+    def _dataset(engine: Engine) -> Any:
+        loader = getattr(engine, "data_loader", None)
+        return getattr(loader, "dataset", None)
+
     # -- writing
     def state(self, engine: Engine) -> dict:
         """The training state as a dict that ``torch.load(weights_only=True)`` reads back."""
         network = _unwrap(self.save_dict.get("network"))
         state = {k: _unwrap(o).state_dict() for k, o in self.objects(engine).items()}
-        state["rng"] = get_rng_state(getattr(engine, "data_loader", None) and engine.data_loader.dataset)
+        state["rng"] = get_rng_state(self._dataset(engine))
         state["format"] = FORMAT
         state["meta"] = {"version": VERSION, "epoch": int(engine.state.epoch), "iteration": int(engine.state.iteration),
                          "epoch_length": int(engine.state.epoch_length or 0),
@@ -512,8 +518,7 @@ class TrainingCheckpoint:
             raise InvalidInputError(f"{self.path}: does not fit this run ({type(err).__name__}: {err}); it was "
                                     "written with another configuration.") from err
         engine.state.max_epochs = max_epochs  # the configured number of epochs, as MONAI's CheckpointLoader does
-        set_rng_state(state["rng"], engine.data_loader.dataset if hasattr(engine, "data_loader") else None,
-                      str(self.path))
+        set_rng_state(state["rng"], self._dataset(engine), str(self.path))
         self._saved_iteration = engine.state.iteration
         logger.info(f"resumed from {self.path}: epoch {engine.state.epoch}, iteration {engine.state.iteration} of "
                     f"{(max_epochs or 0) * (engine.state.epoch_length or 0)}")

@@ -40,6 +40,19 @@ def _scalar(value: Any) -> float | None:
     return None
 
 
+def _unwrap_one_tuple(transform):
+    """MONAI's default trainer ``MLFlowHandler`` reads the loss with ``from_engine(['loss'], first=True)``, written
+    for a decollated output (a list of dicts). Our trainers do not decollate (``decollate: false``): the output is one
+    dict, for which ``from_engine`` returns the 1-tuple ``(loss,)`` and MLflow's ``float()`` fails. Unwrap it."""
+
+    def wrapped(output):
+        value = transform(output)
+        return value[0] if isinstance(value, tuple) and len(value) == 1 else value
+
+    wrapped._unwraps_one_tuple = True
+    return wrapped
+
+
 class TrainingTracker:
     """Trainer handler: per-epoch scalars to TensorBoard and MLflow, parameters and final artifacts to MLflow.
 
@@ -83,14 +96,22 @@ class TrainingTracker:
 
     def _started(self, engine: Engine) -> None:
         self.mlflow = next((h for h in attached_handlers(engine) if type(h).__name__ == "MLFlowHandler"), None)
-        if self.tensorboard_dir is not None and self.writer is None:
+        if self.mlflow is not None and not getattr(self.mlflow.output_transform, "_unwraps_one_tuple", False):
+            self.mlflow.output_transform = _unwrap_one_tuple(self.mlflow.output_transform)
+
+    def _tensorboard(self):
+        """The event-file writer, made at the first scalar: a run that stops before training (a bad checkpoint to
+        resume from) leaves no file behind."""
+        if self.writer is None and self.tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 logger.warning(f"tensorboard is not installed: no event files in {self.tensorboard_dir} "
                                "(pip install 'xlstm-seg[tracking]')")
+                self.tensorboard_dir = None
             else:
                 self.writer = SummaryWriter(log_dir=str(self.tensorboard_dir))
+        return self.writer
 
     def _iteration_completed(self, engine: Engine) -> None:
         output = engine.state.output
@@ -99,7 +120,7 @@ class TrainingTracker:
         if loss is None:
             return
         self._epoch_losses.append(loss)
-        if self.writer is not None:
+        if self._tensorboard() is not None:
             step = engine.state.iteration
             self.writer.add_scalar("train_loss", loss, step)
             for i, group in enumerate(getattr(engine, "optimizer", None).param_groups if hasattr(engine, "optimizer")
@@ -120,7 +141,7 @@ class TrainingTracker:
                 value = _scalar(value)
                 if value is not None and not math.isnan(value):
                     scalars[name] = value
-        if self.writer is not None:
+        if scalars and self._tensorboard() is not None:
             for name, value in scalars.items():
                 self.writer.add_scalar(name, value, epoch)
             self.writer.flush()
