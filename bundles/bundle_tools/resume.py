@@ -400,7 +400,7 @@ class TrainingCheckpoint:
         if self._stop_requested():
             self._stop(engine)
         elif self.save_interval and engine.state.epoch % self.save_interval == 0:
-            self.save(engine, f"epoch {engine.state.epoch}")
+            self.save(engine, f"every {self.save_interval} epochs")
 
     def _completed(self, engine: Engine) -> None:
         if self._saved_iteration != engine.state.iteration:

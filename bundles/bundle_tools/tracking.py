@@ -4,7 +4,8 @@
 ``python -m monai.bundle run training ... --tracking mlflow`` makes MONAI add its ``MLFlowHandler`` to the trainer and
 to the validator (``monai.bundle.utils.DEFAULT_MLFLOW_SETTINGS``): a local SQLite store ``<output_dir>/mlruns.db``
 with the artifacts under ``<output_dir>/mlruns``, offline. They log the iteration loss (``train_loss``), the learning
-rate (``lr_group_0``), the validation metrics per epoch and the executed config. What they leave out, the trainer
+rate (``lr_group_0``), the validation metrics per epoch and the executed config (whose path MONAI leaves unjoined
+when ``--output_dir`` is a plain folder; the tracker joins it). What they leave out, the trainer
 handler :class:`TrainingTracker` adds to the same run: the recipe's parameters, the epoch's mean training loss
 (``train_loss_epoch``, the value of ``training_log.csv``) and, when training completes, the final weights
 (``model.pt``) and the training curve as artifacts. It writes the same scalars, under the same names and steps, to
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,17 @@ def _unwrap_one_tuple(transform):
 
     wrapped._unwraps_one_tuple = True
     return wrapped
+
+
+_UNEVALUATED_JOIN = re.compile(r"^(?P<folder>[^$].*) \+ '/(?P<name>[^'/]+)'$")
+
+
+def _executed_config_path(path: Any) -> Any:
+    """MONAI's ``--tracking`` patch names the executed config ``<output_dir> + '/config_<time>.json'``, an expression
+    only when ``output_dir`` is one: with ``--output_dir /some/folder`` the artifact path is that literal text, the
+    file (written to ``/some/folder/config_<time>.json``) is never found and MLflow gets no config. Join it."""
+    match = _UNEVALUATED_JOIN.match(path) if isinstance(path, str) else None
+    return str(Path(match["folder"]) / match["name"]) if match else path
 
 
 class TrainingTracker:
@@ -98,6 +111,8 @@ class TrainingTracker:
         self.mlflow = next((h for h in attached_handlers(engine) if type(h).__name__ == "MLFlowHandler"), None)
         if self.mlflow is not None and not getattr(self.mlflow.output_transform, "_unwraps_one_tuple", False):
             self.mlflow.output_transform = _unwrap_one_tuple(self.mlflow.output_transform)
+        if self.mlflow is not None:
+            self.mlflow.artifacts = tuple(_executed_config_path(a) for a in self.mlflow.artifacts)
 
     def _tensorboard(self):
         """The event-file writer, made at the first scalar: a run that stops before training (a bad checkpoint to

@@ -202,6 +202,28 @@ def test_resumed_run_equals_the_uninterrupted_run_exactly(interrupted, reference
         (reference_dir / "eval" / "training_log.csv").read_text()
 
 
+def test_resumed_run_continues_one_tracking_run_with_the_uninterrupted_values(interrupted, reference):
+    """MLflow: the interrupted run is continued (one run, finished), and every metric's history is the reference's,
+    value for value and step for step. TensorBoard: the three processes' event files read back as the reference's."""
+    from test_tracking import mlflow_client, only_run, tensorboard_scalars
+
+    reference_dir, _ = reference
+    histories = []
+    for run_dir in (interrupted.run, reference_dir):
+        client = mlflow_client(run_dir / "eval")
+        tracked = only_run(client)
+        assert tracked.info.status == "FINISHED"
+        histories.append({key: sorted((m.step, m.value) for m in client.get_metric_history(tracked.info.run_id, key))
+                          for key in tracked.data.metrics})
+        assert [a.path for a in client.list_artifacts(tracked.info.run_id, "model")] == ["model/model.pt"]
+    resumed, uninterrupted = histories
+    assert set(resumed) == set(uninterrupted) >= {"train_loss", "train_loss_epoch", "val_dsc", "lr_group_0"}
+    assert resumed == uninterrupted
+    assert len(list((interrupted.run / "eval" / "tensorboard").glob("events.out.tfevents.*"))) == 3
+    assert tensorboard_scalars(interrupted.run / "eval" / "tensorboard") == \
+        tensorboard_scalars(reference_dir / "eval" / "tensorboard")
+
+
 # ---------------------------------------------------------------- bad checkpoints: named, nothing written
 def workflow(dataset: Path, run_dir: Path, **overrides) -> ConfigWorkflow:
     recipe = {k: json.loads(v) if isinstance(v, str) and v.startswith("[") else v for k, v in RECIPE.items()}
@@ -265,6 +287,43 @@ def test_a_bad_checkpoint_is_named_and_nothing_is_overwritten(case, dataset, ref
     assert tree_state(run_dir) == before
 
 
+def test_a_write_that_dies_half_way_leaves_the_previous_state_and_no_partial_file(tmp_path, monkeypatch):
+    """The state goes to a temporary file that replaces training_state.pt only once complete (a full disk or a kill
+    during torch.save leaves the last complete state)."""
+    from ignite.engine import Engine
+
+    network = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    engine = Engine(lambda engine, batch: None)
+    handler = TrainingCheckpoint(str(tmp_path), {"network": network, "optimizer": optimizer}, save_interval=1)
+    handler.attach(engine)
+    engine.run([0, 1], max_epochs=1)
+    path = tmp_path / "training_state.pt"
+    before = path.read_bytes()
+    assert torch.load(path, weights_only=True)["meta"]["iteration"] == 2
+    # ignite's Checkpoint layout: MONAI's CheckpointLoader takes the weights from it
+    from monai.handlers import CheckpointLoader
+
+    other = torch.nn.Linear(3, 2)
+    CheckpointLoader(str(path), {"network": other})(Engine(lambda engine, batch: None))
+    assert torch.equal(other.weight, network.weight) and torch.equal(other.bias, network.bias)
+    real_save = torch.save
+
+    def dies_half_way(obj, target):
+        real_save(obj, target)
+        data = Path(target).read_bytes()
+        Path(target).write_bytes(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with torch.no_grad():
+        network.weight.add_(1.0)
+    with pytest.raises(OSError, match="No space left"):
+        handler.save(engine, "test")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["training_state.pt"]
+
+
 def test_resume_flag_takes_only_true_or_false(tmp_path):
     with pytest.raises(errors.InputError, match="--resume 'maybe': expected true or false"):
         TrainingCheckpoint(str(tmp_path), {}, resume="maybe")
@@ -273,6 +332,7 @@ def test_resume_flag_takes_only_true_or_false(tmp_path):
 
 
 # ---------------------------------------------------------------- DDP: torchrun, gloo, 2 processes
+@pytest.mark.slow
 def test_ddp_stops_every_rank_on_sigterm_and_resumes(dataset, tmp_path):
     run_dir, cwd, home = tmp_path / "run", tmp_path / "cwd", tmp_path / "home"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]

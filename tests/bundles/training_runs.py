@@ -35,21 +35,24 @@ def process_env(home: Path) -> dict[str, str]:
             "MPLCONFIGDIR": str(home / "matplotlib")}
 
 
-def demo_dataset(root: Path) -> Path:
-    """The ISIC bundle's demo data (--size verify), prepared into datalist.json with its 5 folds."""
+def demo_dataset(root: Path, bundle: Path = BUNDLE, *sizes: str) -> Path:
+    """A bundle's demo data (``--size verify``, then any count options in ``sizes``), prepared into datalist.json
+    with its 5 folds."""
     raw, prepared = root / "raw", root / "prepared"
     env = process_env(root / "home")
-    for script, args in (("make_demo_data.py", ["--output", str(raw), "--size", "verify"]),
+    for script, args in (("make_demo_data.py", ["--output", str(raw), "--size", "verify", *sizes]),
                          ("prepare_data.py", ["--source", str(raw), "--output", str(prepared)])):
-        subprocess.run([sys.executable, str(BUNDLE / "scripts" / script), *args], check=True, capture_output=True,
+        subprocess.run([sys.executable, str(bundle / "scripts" / script), *args], check=True, capture_output=True,
                        env=env, cwd=root)
     return prepared
 
 
-def train_command(dataset: Path, run: Path, *extra: str, configs=("train.json", "demo.json"), **overrides) -> list[str]:
-    files = "[" + ",".join(f"'{CONFIGS / name}'" for name in configs) + "]"
-    args = {**RECIPE, "dataset_dir": str(dataset), "ckpt_dir": str(run / "models"), "output_dir": str(run / "eval"),
-            **overrides}
+def train_command(dataset: Path, run: Path, *extra: str, configs=("train.json", "demo.json"), bundle: Path = BUNDLE,
+                  recipe: dict | None = None, **overrides) -> list[str]:
+    """``python -m monai.bundle run training`` of ``bundle`` (default: the ISIC recipe above) into ``run``."""
+    files = "[" + ",".join(f"'{bundle / 'configs' / name}'" for name in configs) + "]"
+    args = {**(RECIPE if recipe is None else recipe), "dataset_dir": str(dataset), "ckpt_dir": str(run / "models"),
+            "output_dir": str(run / "eval"), **overrides}
     command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", files]
     for key, value in args.items():
         command += [f"--{key}", str(value)]
