@@ -255,6 +255,8 @@ class _ValidatorState:
     def load_state_dict(self, state: Mapping) -> None:
         self.validator.state.best_metric = state["best_metric"]
         self.validator.state.best_metric_epoch = state["best_metric_epoch"]
+        if not self.savers and _rank() > 0:
+            return  # under DDP only rank 0's validator has the savers (multi_gpu_train.json), and it wrote the file
         if len(state["key_metric_savers"]) != len(self.savers):
             raise InvalidInputError(f"training state: it tracks {len(state['key_metric_savers'])} key-metric "
                                     f"checkpoint savers, this run has {len(self.savers)}")
