@@ -481,10 +481,12 @@ class TrainingCheckpoint:
                      f"{len(unexpected)} unknown to it (e.g. {unexpected[:2]})" if unexpected else "",
                      f"{len(reshaped)} with other shapes (checkpoint vs network, e.g. {reshaped[:2]})" if reshaped
                      else ""]
+            saved, built = state["meta"].get("network") or "?", type(network).__name__
+            what = f"another network ({saved}; this run builds {built})" if saved != built else \
+                f"a {saved} of another configuration (other widths, depths or channels)"
             raise InvalidInputError(
-                f"{self.path}: the training state of another network ({state['meta'].get('network') or '?'}; this "
-                f"run builds {type(network).__name__}): " + "; ".join(p for p in parts if p) + ". Point --ckpt_dir at "
-                "this bundle's own run, or start without --resume. Nothing was loaded or written.")
+                f"{self.path}: the training state of {what}: " + "; ".join(p for p in parts if p) + ". Point "
+                "--ckpt_dir at this bundle's own run, or start without --resume. Nothing was loaded or written.")
 
     def load(self, engine: Engine) -> None:
         """Restore everything from the training state; raises InvalidInputError (nothing changed) when it does not

@@ -5,13 +5,15 @@ The end-to-end cases run ``python -m monai.bundle run training`` in subprocesses
 training_runs.py): one uninterrupted run, and one that gets SIGTERM in epoch 1, is resumed with ``--resume true``,
 gets SIGINT (Ctrl-C) in epoch 2, and is resumed again. On CPU, with one thread and ``num_workers`` 0, the final
 weights (``model.pt``, the best-metric weights, and the network in ``training_state.pt``, the last ones), every
-logged loss and ``training_log.csv`` equal the uninterrupted run's: tolerance zero (``torch.equal``).
+logged loss and ``training_log.csv`` equal the uninterrupted run's: tolerance zero (``torch.equal``). Both runs are
+tracked with ``--tracking mlflow``: the resumed one continues one MLflow run whose metric histories, and TensorBoard
+scalars, equal the uninterrupted run's.
 
 Bad checkpoints (truncated, another network, final weights instead of a training state, none at all) run in-process
 through MONAI's ``ConfigWorkflow``: each ends with an InvalidInputError naming the file (the message the command
 prints as its last line), and nothing in the run's folders changes. The DDP case runs ``multi_gpu_train.json`` under
 torchrun with 2 processes (gloo): SIGTERM to torchrun stops both ranks at one iteration, rank 0 writes, and the
-resumed DDP run completes from that state.
+resumed DDP run completes from that state (``slow``: 4 more processes).
 """
 
 from __future__ import annotations
@@ -246,6 +248,13 @@ def other_network_state(reference_state: dict) -> dict:
     return state
 
 
+def wider_network_state(reference_state: dict) -> dict:
+    """The reference training state with this bundle's own network at its demo widths ([24, 48, 96, 192])."""
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "demo.json")])
+    return {**reference_state, "network": parser.get_parsed_content("network_def").state_dict()}
+
+
 def truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -257,6 +266,10 @@ CASES = {
     "another network": (lambda path, ref: torch.save(other_network_state(torch.load(ref, weights_only=True)), path),
                         "the training state of another network (XLSTMUNet; this run builds XLSTMVMUNet)",
                         "of this network's tensors missing"),
+    "same network, other widths": (
+        lambda path, ref: torch.save(wider_network_state(torch.load(ref, weights_only=True)), path),
+        "the training state of a XLSTMVMUNet of another configuration (other widths, depths or channels)",
+        "with other shapes (checkpoint vs network, e.g. "),
     "final weights, not a training state": (
         lambda path, ref: shutil.copy(ref.parent / "model.pt", path), "not a training state written by",
         "model.pt holds final weights only"),
