@@ -17,6 +17,8 @@ from .io import AtomicNibabelWriter, AtomicPILWriter, AtomicSaveImaged, atomic_w
 from .metrics import BinaryPixelMetrics, CaseMetricsSaver, OrganDiceNSD, RegionDiceHD95, case_id_of, channel_pairs, spacing_of
 from .metrics import ProtocolMetrics, format_metrics_csv
 from .protocols import PROTOCOLS, get_protocol
+from .resume import ResumableDataLoader, TrainingCheckpoint, exit_if_interrupted
+from .tracking import TrainingTracker
 from .paths import bundle_root
 from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
 from .spatial import MetaSafeSpacingd
@@ -46,6 +48,9 @@ __all__ = [
     "ProtocolMetrics",
     "RegionDiceHD95",
     "RegionsToLabelsd",
+    "ResumableDataLoader",
+    "TrainingCheckpoint",
+    "TrainingTracker",
     "TrainingCurvePlotter",
     "assign_folds",
     "atomic_write",
@@ -58,6 +63,7 @@ __all__ = [
     "check_nifti_case",
     "check_rgb_case",
     "deep_supervision_weights",
+    "exit_if_interrupted",
     "format_metrics_csv",
     "get_protocol",
     "load_fold",
