@@ -61,3 +61,14 @@ $(foreach b,$(BUNDLES),$(eval demo-$(call short_name,$(b)): demo-$(b) ; @:))
 
 clean-demo:
 	rm -rf $(DEMO)
+
+# The real MONAI Label 0.8.5 against every bundle (docs/monai_label.md): a side environment (numpy<2, pydicom<3,
+# torch==2.13.0) under build/, then BundleInferTask and BundleTrainTask per bundle on a datastore of demo images.
+# Too heavy for CI (~25 min on 2 cores); part of the checklist before a release.
+MONAILABEL_SIDE ?= build/monailabel
+MONAI_FOR_LABEL ?= 1.6.1
+.PHONY: monailabel-check
+monailabel-check: install
+	ci/monailabel/setup_env.sh $(MONAILABEL_SIDE) $(MONAI_FOR_LABEL)
+	$(MONAILABEL_SIDE)/venv-monai$(MONAI_FOR_LABEL)/bin/python ci/monailabel/check_bundles.py \
+	    --work $(MONAILABEL_SIDE)/run-$(MONAI_FOR_LABEL) --reference-python $(BIN)/python

@@ -2,6 +2,7 @@
 """shared_networks: the xLSTM segmentation networks every bundle references by ``_target_``.
 
 Layers: ``blocks`` (ViL, residual, ...) are composed by ``nets``; both build on ``xlstm_seg_kernels``.
+``official_weights`` converts the official checkpoints (``python -m shared_networks.official_weights --help``).
 """
 
 from .nets import SegXLSTM, VMUNet, XLSTMUNet, XLSTMVMUNet, load_vmamba_pretrained

@@ -12,12 +12,14 @@ from .checkpoint import AtomicCheckpointSaver
 from .checks import CheckCased, InvalidInputError, check_cases, check_nifti_case, check_rgb_case, load_nifti
 from .datalist import DatalistError, assign_folds, load_fold, write_datalist
 from .errors import InputError, install_exit_hook
+from .losses import DiceBCELoss
 from .io import AtomicNibabelWriter, AtomicPILWriter, AtomicSaveImaged, atomic_write, atomic_write_json, atomic_write_text
 from .metrics import BinaryPixelMetrics, CaseMetricsSaver, OrganDiceNSD, RegionDiceHD95, case_id_of, channel_pairs, spacing_of
 from .metrics import ProtocolMetrics, format_metrics_csv
 from .protocols import PROTOCOLS, get_protocol
 from .paths import bundle_root
 from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
+from .spatial import MetaSafeSpacingd
 from .training import GradientClipping, deep_supervision_weights
 from .transforms import MirrorTTAInferer, RegionsToLabelsd
 
@@ -29,10 +31,12 @@ __all__ = [
     "AtomicSaveImaged",
     "CaseMetricsSaver",
     "CheckCased",
+    "DiceBCELoss",
     "DatalistError",
     "GradientClipping",
     "InputError",
     "InvalidInputError",
+    "MetaSafeSpacingd",
     "MirrorTTAInferer",
     "OrganDiceNSD",
     "OverlaySaver",

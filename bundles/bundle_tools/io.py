@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from monai.data import NibabelWriter, PILWriter
 from monai.transforms import SaveImaged
 
@@ -61,7 +62,20 @@ def _image_suffix(filename: str) -> str:
 
 
 class AtomicNibabelWriter(NibabelWriter):
-    """MONAI's NIfTI writer, writing through a temporary file so a crash never leaves a truncated mask."""
+    """MONAI's NIfTI writer, writing through a temporary file so a crash never leaves a truncated mask.
+
+    It also writes the array and affine as given when there is nothing to resample to (``SaveImaged(resample=
+    False)``). MONAI 1.6's ``ImageWriter.resample_if_needed`` still runs ``SpatialResample`` without a target; for the
+    channel-squeezed prediction of a multi-channel input (a 4D NIfTI, ``original_channel_dim = -1``) the MetaTensor
+    made there counts two spatial dimensions, so the resampler takes the top-left 3x3 of the affine, which is
+    singular when the first two voxel axes are not in-plane: ``ValueError: Affine [[...]] is not invertible``.
+    """
+
+    @classmethod
+    def resample_if_needed(cls, data_array, affine=None, target_affine=None, output_spatial_shape=None, **kwargs):
+        if target_affine is None and output_spatial_shape is None:
+            return data_array, (np.eye(4) if affine is None else affine)
+        return super().resample_if_needed(data_array, affine, target_affine, output_spatial_shape, **kwargs)
 
     def write(self, filename, verbose: bool = False, **obj_kwargs):
         atomic_write(filename, lambda tmp: super(AtomicNibabelWriter, self).write(tmp, verbose, **obj_kwargs),

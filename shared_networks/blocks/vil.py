@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 from xlstm_seg_kernels import mlstm
 
+from .checkpointing import run_checkpointed
+
 __all__ = [
     "CausalConv1d",
     "LinearHeadwiseExpand",
@@ -30,11 +32,24 @@ __all__ = [
     "ViLBlock",
     "SpatialViL",
     "VIL_DIRECTIONS",
+    "TOKEN_ORDERS",
+    "reverse_spatial_axes",
 ]
 
 # "forward" reads tokens row-major from the first voxel (ViL's rowwise_from_top_left); "backward" reads them
 # reversed (rowwise_from_bot_right).
 VIL_DIRECTIONS = ("forward", "backward")
+
+# How a feature map (B, C, *spatial) is flattened into tokens. "last_axis_fastest": row-major in the tensor's own axis
+# order (C order; for a MONAI-loaded (x, y, z) volume, z runs fastest). "first_axis_fastest": the spatial axes read in
+# reverse (Fortran order), which is the official xLSTM-UNet order when the tensor is (x, y, z): nnU-Net's arrays are
+# (z, y, x) and the official code flattens them row-major, so x runs fastest.
+TOKEN_ORDERS = ("last_axis_fastest", "first_axis_fastest")
+
+
+def reverse_spatial_axes(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, d1, ..., dn) -> (B, C, dn, ..., d1); its own inverse."""
+    return x.permute(0, 1, *range(x.ndim - 1, 1, -1))
 
 
 def _small_init_(weight: torch.Tensor, dim: int) -> None:
@@ -244,9 +259,10 @@ class ViLBlock(nn.Module):
 class SpatialViL(nn.Module):
     """One :class:`ViLBlock` on a feature map: (B, C, *spatial) -> (B, C, *spatial).
 
-    In ``"patch"`` token mode every voxel is a token of width C, read row-major (the last spatial axis fastest). In
-    ``"channel"`` mode every channel is a token whose features are its flattened map; xLSTM-UNet's Enc variant uses it
-    where the map has fewer voxels than channels, so ``dim`` is then ``prod(spatial)`` and fixed by the patch size.
+    In ``"patch"`` token mode every voxel is a token of width C, read row-major (the last spatial axis fastest; see
+    ``token_order``). In ``"channel"`` mode every channel is a token whose features are its flattened map (flattened
+    in the same ``token_order``); xLSTM-UNet's Enc variant uses it where the map has fewer voxels than channels, so
+    ``dim`` is then ``prod(spatial)`` and fixed by the patch size.
 
     The block runs in its parameters' precision (float32) even under autocast, as the official code does: the
     exponential gating is the numerically delicate part of the network.
@@ -261,6 +277,10 @@ class SpatialViL(nn.Module):
         chunk_size: chunk length of the chunkwise/Triton mLSTM.
         official_unused_norm: add the official wrapper's LayerNorm, which it creates but never applies (2·dim
             parameters). Only for parameter/state-dict parity; it also makes DDP complain about unused parameters.
+        token_order: ``"last_axis_fastest"`` (default: row-major in the tensor's axis order) or
+            ``"first_axis_fastest"`` (equals the default applied to the input with its spatial axes reversed; the
+            official order for (x, y, z) tensors, see :data:`TOKEN_ORDERS`).
+        checkpoint: recompute the block in the backward pass instead of storing its activations.
     """
 
     def __init__(
@@ -272,10 +292,16 @@ class SpatialViL(nn.Module):
         mlstm_backend: str = "auto",
         chunk_size: int = 64,
         official_unused_norm: bool = False,
+        token_order: str = "last_axis_fastest",
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
         if token_mode not in ("patch", "channel"):
             raise ValueError(f"SpatialViL: token_mode must be 'patch' or 'channel'; got {token_mode!r}.")
+        if token_order not in TOKEN_ORDERS:
+            raise ValueError(f"SpatialViL: token_order must be one of {TOKEN_ORDERS}; got {token_order!r}.")
+        self.token_order = token_order
+        self.checkpoint = checkpoint
         if qkv_block_size is None:
             qkv_block_size = 4 if dim % 4 == 0 else 2
         self.dim = dim
@@ -287,20 +313,30 @@ class SpatialViL(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape, dtype = x.shape, x.dtype
+        shape = x.shape
+        if self.token_mode == "patch" and shape[1] != self.dim:
+            raise ValueError(f"SpatialViL: expected {self.dim} channels, got {shape[1]} (input {tuple(shape)}).")
+        if self.token_mode == "channel" and math.prod(shape[2:]) != self.dim:
+            raise ValueError(
+                f"SpatialViL: this channel-token layer was built for feature maps of {self.dim} voxels, got "
+                f"{tuple(shape[2:])} = {math.prod(shape[2:])}. Channel-token layers fix the input size: feed patches "
+                "of the network's patch_size (sliding-window inference does this)."
+            )
+        return run_checkpointed(self.checkpoint, self._mix, x)
+
+    def _mix(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        first_axis_fastest = self.token_order == "first_axis_fastest"
+        if first_axis_fastest:
+            x = reverse_spatial_axes(x)
+        shape = x.shape
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.to(self.vil.norm.weight.dtype)  # the parameters' dtype: float32 unless the model was cast
             if self.token_mode == "patch":
-                if shape[1] != self.dim:
-                    raise ValueError(f"SpatialViL: expected {self.dim} channels, got {shape[1]} (input {tuple(shape)}).")
                 y = self.vil(x.flatten(2).transpose(1, 2)).transpose(1, 2)
             else:
-                n_voxels = math.prod(shape[2:])
-                if n_voxels != self.dim:
-                    raise ValueError(
-                        f"SpatialViL: this channel-token layer was built for feature maps of {self.dim} voxels, got "
-                        f"{tuple(shape[2:])} = {n_voxels}. Channel-token layers fix the input size: feed patches of "
-                        "the network's patch_size (sliding-window inference does this)."
-                    )
                 y = self.vil(x.flatten(2))
-        return y.reshape(shape).to(dtype)
+        y = y.reshape(shape)
+        if first_axis_fastest:
+            y = reverse_spatial_axes(y)
+        return y.to(dtype)

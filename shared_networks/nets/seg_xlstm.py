@@ -11,15 +11,16 @@ as the unfinished ``VIL3DPatchEncoder`` of the official code intends.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn as nn
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 
-from ..blocks.vil import VIL_DIRECTIONS, ViLBlock
+from ..blocks.checkpointing import check_checkpointing, run_checkpointed
+from ..blocks.vil import TOKEN_ORDERS, VIL_DIRECTIONS, ViLBlock, reverse_spatial_axes
 
 __all__ = ["SegXLSTM", "GSC"]
 
@@ -44,17 +45,32 @@ class GSC(nn.Module):
 
 
 class _TokenViL(nn.Module):
-    """A ViLBlock over the voxels of a (B, C, *S) map, in float32 (as the official ViL wrapper)."""
+    """A ViLBlock over the voxels of a (B, C, *S) map, in float32 (as the official ViL wrapper).
 
-    def __init__(self, channels: int, direction: str, mlstm_backend: str, chunk_size: int) -> None:
+    ``token_order`` as :class:`~shared_networks.blocks.vil.SpatialViL`; ``checkpoint`` recomputes the block in the
+    backward pass.
+    """
+
+    def __init__(self, channels: int, direction: str, mlstm_backend: str, chunk_size: int,
+                 token_order: str = "last_axis_fastest", checkpoint: bool = False) -> None:
         super().__init__()
         self.block = ViLBlock(channels, direction=direction, mlstm_backend=mlstm_backend, chunk_size=chunk_size)
+        self.first_axis_fastest = token_order == "first_axis_fastest"
+        self.checkpoint = checkpoint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape, dtype = x.shape, x.dtype
+        return run_checkpointed(self.checkpoint, self._mix, x)
+
+    def _mix(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        if self.first_axis_fastest:
+            x = reverse_spatial_axes(x)
+        shape = x.shape
         with torch.autocast(device_type=x.device.type, enabled=False):
             tokens = x.to(self.block.norm.weight.dtype).flatten(2).transpose(1, 2)
             y = self.block(tokens).transpose(1, 2).reshape(shape)
+        if self.first_axis_fastest:
+            y = reverse_spatial_axes(y)
         return y.to(dtype)
 
 
@@ -78,6 +94,14 @@ class SegXLSTM(nn.Module):
             (at a 128³ input) chunkwise, in linear memory.
         mlstm_chunk_size: chunk length of the chunkwise/Triton mLSTM.
         norm_name: MONAI norm of the decoder. Default: ``"instance"``.
+        vil_token_order: ``"last_axis_fastest"`` (default: row-major in the tensor's axis order; on MONAI's (x, y, z)
+            volumes z runs fastest) or ``"first_axis_fastest"`` (x fastest, the order of the official code on
+            nnU-Net's (z, y, x) arrays); see :data:`~shared_networks.blocks.vil.TOKEN_ORDERS`.
+        use_xlstm: False builds the no-xLSTM control: no ViL block at any stage (the same as ``vil_stages=()``),
+            everything else unchanged.
+        activation_checkpointing: ``"none"``, ``"xlstm"`` (recompute each ViL block in the backward pass) or
+            ``"stages"`` (recompute each encoder stage and each UNETR block); see
+            :mod:`shared_networks.blocks.checkpointing`.
 
     Shape:
         input (B, in_channels, H, W, D) with each size divisible by 16, larger than 16³ in total; output (B, out_channels, H, W, D) logits.
@@ -100,15 +124,23 @@ class SegXLSTM(nn.Module):
         mlstm_backend: str = "auto",
         mlstm_chunk_size: int = 64,
         norm_name: str | tuple = "instance",
+        vil_token_order: str = "last_axis_fastest",
+        use_xlstm: bool = True,
+        activation_checkpointing: str = "none",
     ) -> None:
         super().__init__()
+        if vil_token_order not in TOKEN_ORDERS:
+            raise ValueError(f"SegXLSTM: vil_token_order must be one of {TOKEN_ORDERS}; got {vil_token_order!r}.")
+        self.activation_checkpointing = check_checkpointing(activation_checkpointing, "SegXLSTM")
+        self.use_xlstm = bool(use_xlstm)
         dims, depths = list(dims), list(depths)
         if len(dims) != 4 or len(depths) != 4:
             raise ValueError(f"SegXLSTM: dims and depths need 4 entries; got {dims} and {depths}.")
         bad = [s for s in vil_stages if s not in range(4)]
         if bad:
             raise ValueError(f"SegXLSTM: vil_stages must be in 0..3; got {list(vil_stages)}.")
-        self.vil_stages = tuple(vil_stages)
+        self.vil_stages = tuple(vil_stages) if self.use_xlstm else ()
+        checkpoint_vil = self.activation_checkpointing == "xlstm"
         self.downsample = nn.ModuleList([nn.Conv3d(in_channels, dims[0], 7, 2, 3)])
         for s in range(1, 4):
             self.downsample.append(nn.Sequential(nn.InstanceNorm3d(dims[s - 1]), nn.Conv3d(dims[s - 1], dims[s], 2, 2)))
@@ -116,7 +148,8 @@ class SegXLSTM(nn.Module):
         self.vil = nn.ModuleList(
             [
                 nn.Sequential(*[
-                    _TokenViL(dims[s], VIL_DIRECTIONS[s % 2], mlstm_backend, mlstm_chunk_size) for _ in range(depths[s])
+                    _TokenViL(dims[s], VIL_DIRECTIONS[s % 2], mlstm_backend, mlstm_chunk_size, vil_token_order,
+                              checkpoint_vil) for _ in range(depths[s])
                 ]) if s in self.vil_stages else nn.Identity()
                 for s in range(4)
             ]
@@ -139,12 +172,17 @@ class SegXLSTM(nn.Module):
         self.decoder1 = UnetrBasicBlock(in_channels=dims[0], out_channels=dims[0], stride=1, **block)
         self.out = UnetOutBlock(spatial_dims=3, in_channels=dims[0], out_channels=out_channels)
 
+    def _encoder_stage(self, s: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.vil[s](self.gsc[s](self.downsample[s](x)))
+        return x, self.out_mlp[s](self.out_norm[s](x))
+
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four encoder outputs at 1/2, 1/4, 1/8 and 1/16 of the input size."""
+        by_stage = self.activation_checkpointing == "stages"
         outs = []
         for s in range(4):
-            x = self.vil[s](self.gsc[s](self.downsample[s](x)))
-            outs.append(self.out_mlp[s](self.out_norm[s](x)))
+            x, out = run_checkpointed(by_stage, partial(self._encoder_stage, s), x)
+            outs.append(out)
         return outs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,13 +191,17 @@ class SegXLSTM(nn.Module):
             raise ValueError(f"SegXLSTM: expected (B, C, H, W, D) with sizes divisible by 16 and larger than "
                              f"16x16x16 in total; got {tuple(x.shape)}.")
         outs = self.encode(x)
-        enc1 = self.encoder1(x)
-        enc2, enc3, enc4 = self.encoder2(outs[0]), self.encoder3(outs[1]), self.encoder4(outs[2])
-        hidden = self.encoder5(outs[3])
-        dec = self.decoder5(hidden, enc4)
-        dec = self.decoder4(dec, enc3)
-        dec = self.decoder3(dec, enc2)
-        dec = self.decoder2(dec, enc1)
-        return self.out(self.decoder1(dec))
+
+        def run(block: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+            return run_checkpointed(self.activation_checkpointing == "stages", block, *args)
+
+        enc1 = run(self.encoder1, x)
+        enc2, enc3, enc4 = run(self.encoder2, outs[0]), run(self.encoder3, outs[1]), run(self.encoder4, outs[2])
+        hidden = run(self.encoder5, outs[3])
+        dec = run(self.decoder5, hidden, enc4)
+        dec = run(self.decoder4, dec, enc3)
+        dec = run(self.decoder3, dec, enc2)
+        dec = run(self.decoder2, dec, enc1)
+        return self.out(run(self.decoder1, dec))
 
 

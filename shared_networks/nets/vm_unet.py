@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from ..blocks.checkpointing import check_checkpointing, run_checkpointed
 from ..blocks.vss import (
     FinalPatchExpand2D,
     PatchEmbed2D,
@@ -64,6 +65,8 @@ class VMUNet(nn.Module):
         patch_size: patch-embedding stride and final upsampling factor. Default: 4.
         norm_eps: LayerNorm epsilon everywhere (VM-UNet passes nn.LayerNorm: 1e-5). Default: 1e-5.
         scan_backend: :func:`xlstm_seg_kernels.selective_scan` backend (``"auto"``: Triton on CUDA, torch on CPU).
+        activation_checkpointing: ``"none"`` or ``"stages"`` (recompute every encoder and decoder layer in the
+            backward pass); see :mod:`shared_networks.blocks.checkpointing`.
 
     Shape:
         input (B, in_channels or 1, H, W) with H and W divisible by ``patch_size · 2**(len(dims) - 1)`` (32 by
@@ -89,9 +92,13 @@ class VMUNet(nn.Module):
         patch_size: int = 4,
         norm_eps: float = 1e-5,
         scan_backend: str = "auto",
+        activation_checkpointing: str = "none",
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        if type(self) is VMUNet:  # subclasses add their own choices and check them
+            check_checkpointing(activation_checkpointing, name, ("none", "stages"))
+        self.checkpoint_stages = activation_checkpointing == "stages"
         depths, depths_decoder = [int(d) for d in depths], [int(d) for d in depths_decoder]
         n_layers = len(depths)
         if isinstance(dims, int):
@@ -174,13 +181,14 @@ class VMUNet(nn.Module):
         skips = []
         for layer in self.layers:
             skips.append(x)
-            x = layer(x)
+            x = run_checkpointed(self.checkpoint_stages, layer, x)
         return x, skips
 
     def forward_features_up(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         """Decoder with additive skips: -> (B, H/4, W/4, dims[0])."""
         for j, layer_up in enumerate(self.layers_up):
-            x = layer_up(self.decoder_input(0, x) if j == 0 else x + self.decoder_input(j, skips[-j]))
+            x = self.decoder_input(0, x) if j == 0 else x + self.decoder_input(j, skips[-j])
+            x = run_checkpointed(self.checkpoint_stages, layer_up, x)
         return x
 
     def forward_final(self, x: torch.Tensor) -> torch.Tensor:

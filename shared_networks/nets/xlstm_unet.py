@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn as nn
 from monai.utils import ensure_tuple_rep, look_up_option
 
+from ..blocks.checkpointing import check_checkpointing, run_checkpointed
 from ..blocks.residual import IdentityResidualBlock, UpsampleConv, residual_stage
-from ..blocks.vil import VIL_DIRECTIONS, SpatialViL
+from ..blocks.vil import TOKEN_ORDERS, VIL_DIRECTIONS, SpatialViL
 
 __all__ = ["XLSTMUNet", "default_block_counts"]
 
@@ -56,6 +58,13 @@ class XLSTMUNet(nn.Module):
       ViL, and DDP errors about unused parameters). Default False leaves it out.
     - ``vil_order``: ``"forward"`` (official: every ViL reads tokens from the first voxel) or ``"alternate"``
       (forward/backward per ViL stage, as ViL itself alternates).
+    - ``vil_token_order``: how a map is flattened into tokens. Default ``"last_axis_fastest"`` (row-major in the
+      tensor's axis order: on MONAI's (x, y, z) volumes z runs fastest). The official code flattens nnU-Net's
+      (z, y, x) arrays row-major, so x runs fastest: ``"first_axis_fastest"`` gives that order on (x, y, z) tensors
+      (:mod:`shared_networks.official_weights` sets it when it converts official weights to MONAI's axis order).
+
+    ``use_xlstm=False`` is the control run: every ViL block is left out (Bot: no bottleneck ViL; Enc: no ViL after
+    the stages, the extra residual blocks stay), the network is otherwise the same, module for module.
 
     Args:
         spatial_dims: 2 or 3.
@@ -77,6 +86,10 @@ class XLSTMUNet(nn.Module):
         vil_order: see above.
         mlstm_backend: passed to :func:`xlstm_seg_kernels.mlstm` (``"auto"``, ``"chunkwise"``, ``"triton"``, ...).
         mlstm_chunk_size: chunk length of the chunkwise/Triton mLSTM.
+        vil_token_order: see above.
+        use_xlstm: False builds the same network without any ViL block (the no-xLSTM control).
+        activation_checkpointing: ``"none"``, ``"xlstm"`` (recompute each ViL block in the backward pass) or
+            ``"stages"`` (recompute every encoder/decoder stage); see :mod:`shared_networks.blocks.checkpointing`.
 
     Shape:
         input (B, in_channels, *spatial), each spatial size divisible by the product of the strides along that axis;
@@ -113,12 +126,18 @@ class XLSTMUNet(nn.Module):
         vil_order: str = "forward",
         mlstm_backend: str = "auto",
         mlstm_chunk_size: int = 64,
+        vil_token_order: str = "last_axis_fastest",
+        use_xlstm: bool = True,
+        activation_checkpointing: str = "none",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"XLSTMUNet: spatial_dims must be 2 or 3; got {spatial_dims}.")
         self.variant = look_up_option(variant, VARIANTS)
         vil_order = look_up_option(vil_order, VIL_ORDERS)
+        vil_token_order = look_up_option(vil_token_order, TOKEN_ORDERS)
+        self.use_xlstm = bool(use_xlstm)
+        self.activation_checkpointing = check_checkpointing(activation_checkpointing, "XLSTMUNet")
         n_stages = len(features)
         if n_stages < 2:
             raise ValueError(f"XLSTMUNet: need at least 2 stages; got features={list(features)}.")
@@ -165,18 +184,22 @@ class XLSTMUNet(nn.Module):
                 mlstm_backend=mlstm_backend,
                 chunk_size=mlstm_chunk_size,
                 official_unused_norm=official_unused_norm,
+                token_order=vil_token_order,
+                checkpoint=self.activation_checkpointing == "xlstm",
             )
 
         # Per-stage extras after each encoder stage (Enc) or one ViL on the bottleneck (Bot).
         self.encoder_extras = nn.ModuleList()
         self.bottleneck_vil: nn.Module = nn.Identity()
         if self.variant == "bot":
-            self.bottleneck_vil = make_vil(features[-1], "patch", 0)
+            if self.use_xlstm:
+                self.bottleneck_vil = make_vil(features[-1], "patch", 0)
         else:
-            if self.patch_size is None:
+            if self.patch_size is None and self.use_xlstm:
                 raise ValueError("XLSTMUNet: variant='enc' needs patch_size (it decides patch vs channel tokens).")
-            self.patch_size = ensure_tuple_rep(self.patch_size, spatial_dims)
-            map_size = list(self.patch_size)
+            if self.patch_size is not None:
+                self.patch_size = ensure_tuple_rep(self.patch_size, spatial_dims)
+            map_size = list(self.patch_size or (0,) * spatial_dims)
             vil_index = 0
             for s in range(n_stages):
                 map_size = [m // st for m, st in zip(map_size, self.strides[s])]
@@ -184,7 +207,9 @@ class XLSTMUNet(nn.Module):
                     wants_vil, extra_block = s >= 3, s < 3
                 else:
                     wants_vil, extra_block = s > 1 and ((s % 2 == 1) != (n_stages % 2 == 1)), s == 1
-                if wants_vil:
+                if wants_vil and not self.use_xlstm:
+                    self.encoder_extras.append(nn.Identity())
+                elif wants_vil:
                     n_voxels = math.prod(map_size)
                     channel_tokens = n_voxels <= features[s]
                     dim = n_voxels if channel_tokens else features[s]
@@ -233,22 +258,28 @@ class XLSTMUNet(nn.Module):
                 "stride along one axis (a metadata spatial_shape of '64*n' where the stride is 32)."
             )
 
+    def _encoder_step(self, s: int, x: torch.Tensor) -> torch.Tensor:
+        x = self.encoder_stages[s](x)
+        return self.encoder_extras[s](x) if self.variant == "enc" else x
+
+    def _decoder_step(self, j: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.upsamples[j](x)
+        if self.skip_used[j]:
+            x = torch.cat([x, skip], dim=1)
+        return self.decoder_stages[j](x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self._check_input(x)
-        x = self.stem(x)
+        by_stage = self.activation_checkpointing == "stages"
+        x = run_checkpointed(by_stage, self.stem, x)
         skips = []
-        for s, stage in enumerate(self.encoder_stages):
-            x = stage(x)
-            if self.variant == "enc":
-                x = self.encoder_extras[s](x)
+        for s in range(len(self.encoder_stages)):
+            x = run_checkpointed(by_stage, partial(self._encoder_step, s), x)
             skips.append(x)
-        x = self.bottleneck_vil(skips[-1])
+        x = run_checkpointed(by_stage and self.variant == "bot" and self.use_xlstm, self.bottleneck_vil, skips[-1])
         outputs = []
-        for j, (up, stage) in enumerate(zip(self.upsamples, self.decoder_stages)):
-            x = up(x)
-            if self.skip_used[j]:
-                x = torch.cat([x, skips[-(j + 2)]], dim=1)
-            x = stage(x)
+        for j in range(len(self.decoder_stages)):
+            x = run_checkpointed(by_stage, partial(self._decoder_step, j), x, skips[-(j + 2)])
             if self.deep_supervision and self.training:
                 outputs.append(self.heads[j](x))
         if self.deep_supervision and self.training:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from monai.utils import look_up_option
 
+from ..blocks.checkpointing import check_checkpointing, run_checkpointed
 from ..blocks.xlstm import FORGET_GATES, XLSTMStack
 from .vm_unet import VMUNet
 
@@ -79,8 +80,8 @@ class XLSTMVMUNet(VMUNet):
     pretrained weights and VM-UNet's recipe start from a known point, and the xLSTM branch is blended in as β is
     learned (β receives a gradient ⟨∂L/∂F', xLSTM(F)⟩ from the first step; the xLSTM weights from the moment β ≠ 0).
 
-    ``xlstm_blocks="none"`` builds no xLSTM part and no α/β: the same parameters, state dict and output as
-    :class:`VMUNet` (ablation version 1). Predictions are batch-invariant: every op acts on one image (the official
+    ``use_xlstm=False`` (or ``xlstm_blocks="none"``) builds no xLSTM part and no α/β: the same parameters, state dict
+    and output as :class:`VMUNet` (ablation version 1, the no-xLSTM control). Predictions are batch-invariant: every op acts on one image (the official
     head's recurrence over the batch is not used). The xLSTM parts run in float32 even under autocast.
 
     Args:
@@ -96,6 +97,9 @@ class XLSTMVMUNet(VMUNet):
         mlstm_backend: :func:`xlstm_seg_kernels.mlstm` backend. Default: ``"auto"``.
         mlstm_chunk_size: chunk length of the chunkwise/Triton mLSTM. Default: 64.
         xlstm_drop_path: stochastic-depth rate inside the xLSTM blocks. Default: 0.
+        use_xlstm: False gives the no-xLSTM control, exactly :class:`VMUNet` (the same as ``xlstm_blocks="none"``).
+        activation_checkpointing: ``"none"``, ``"xlstm"`` (recompute each scale's xLSTM fusion in the backward pass)
+            or ``"stages"`` (also every VSS layer); see :mod:`shared_networks.blocks.checkpointing`.
 
     Shape:
         input (B, in_channels or 1, H, W), H and W divisible by 32 (default); output (B, out_channels, H, W) logits.
@@ -130,7 +134,10 @@ class XLSTMVMUNet(VMUNet):
         mlstm_backend: str = "auto",
         mlstm_chunk_size: int = 64,
         xlstm_drop_path: float = 0.0,
+        use_xlstm: bool = True,
+        activation_checkpointing: str = "none",
     ) -> None:
+        check_checkpointing(activation_checkpointing, "XLSTMVMUNet")
         # the backbone first, so that a seeded XLSTMVMUNet has the same backbone weights as a seeded VMUNet
         super().__init__(
             in_channels=in_channels,
@@ -143,8 +150,10 @@ class XLSTMVMUNet(VMUNet):
             patch_size=patch_size,
             norm_eps=norm_eps,
             scan_backend=scan_backend,
+            activation_checkpointing=activation_checkpointing,
         )
-        self.xlstm_blocks = look_up_option(xlstm_blocks, XLSTM_BLOCK_CHOICES)
+        self.checkpoint_xlstm = activation_checkpointing in ("xlstm", "stages")
+        self.xlstm_blocks = look_up_option(xlstm_blocks, XLSTM_BLOCK_CHOICES) if use_xlstm else "none"
         n_scales = len(self.dims)
         scales = [int(s) for s in xlstm_scales]
         if len(set(scales)) != len(scales) or any(not 0 <= s < n_scales for s in scales):
@@ -174,4 +183,4 @@ class XLSTMVMUNet(VMUNet):
     def decoder_input(self, stage: int, feature: torch.Tensor) -> torch.Tensor:
         """``α · F + β · xLSTM(F)`` at the selected scales, F otherwise."""
         key = str(stage)
-        return self.fusions[key](feature) if key in self.fusions else feature
+        return run_checkpointed(self.checkpoint_xlstm, self.fusions[key], feature) if key in self.fusions else feature

@@ -138,8 +138,11 @@ def test_configs_agree_with_the_organ_list():
     assert train["class_names"] == list(organs.MR_ORGANS)
     assert list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values())[1:] == list(organs.MR_ORGANS)
     compute = evaluate["validate#handlers"][2]["compute"]
-    assert compute["nsd_tolerance_mm"] == organs.NSD_TOLERANCE_MM
-    assert compute["labelled_slices_only"] == list(organs.LABELLED_SLICES_ONLY)
+    assert compute["protocol"] == "@evaluation_protocol" and evaluate["evaluation_protocol"] == "amos"
+    from xlstm_bundle_tools.protocols import amos
+
+    assert amos.NSD_TOLERANCE_MM == organs.NSD_TOLERANCE_MM
+    assert amos.SLAB_ORGANS == tuple(organs.LABELLED_SLICES_ONLY)
     inference = json.loads((BUNDLE / "configs" / "inference.json").read_text())
     for key in ("target_spacing", "patch_size", "num_classes"):
         assert inference[key] == train[key], key

@@ -149,3 +149,41 @@ def test_a_stacked_4d_file_preprocesses_like_the_four_files(raw, tmp_path):
     a, b = pre({"image": four})["image"], pre({"image": str(stacked)})["image"]
     assert a.shape[0] == 4 and a.shape == b.shape
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def _bundle_loss():
+    """The loss exactly as configs/train.json builds it."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    return parser.get_parsed_content("loss")
+
+
+def test_loss_is_dice_plus_binary_cross_entropy_per_region_channel():
+    """The config's loss equals MONAI's sigmoid Dice plus torch's BCE-with-logits over every channel and voxel.
+
+    MONAI's DiceCELoss(sigmoid=True) fails all three checks: on 3 channels its CE term is softmax cross-entropy.
+    """
+    from monai.losses import DiceLoss
+
+    loss = _bundle_loss()
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, 8, generator=gen, dtype=torch.float64)
+    target = (torch.rand(2, 3, 8, 8, 8, generator=gen) > 0.6).double()
+    dice = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    expected = dice(logits, target) + torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert torch.allclose(loss(logits, target), expected, rtol=1e-12, atol=0)
+
+    # all-background patch, positive logits: the cross-entropy term alone is positive (softmax CE gives exactly 0)
+    background = torch.zeros_like(target)
+    positive = torch.full_like(logits, 2.0)
+    ce_term = loss(positive, background) - dice(positive, background)
+    assert ce_term > 1.0
+
+    # an ET voxel (target TC=WT=ET=1): raising all three logits together must lower the loss through the CE term
+    # (softmax CE is invariant to that shift, so its gradient along it is exactly 0)
+    et = torch.ones(1, 3, 1, 1, 1, dtype=torch.float64)
+    x = torch.zeros(1, 3, 1, 1, 1, dtype=torch.float64, requires_grad=True)
+    (loss(x, et) - dice(x, et)).backward()
+    assert x.grad.sum() < -0.4  # BCE: 3 x (sigmoid(0) - 1) / 3 = -0.5

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from shared_networks import SegXLSTM
-from shared_networks.blocks.vil import ViLBlock
 
 
 def n_params(module):
@@ -43,11 +42,34 @@ def test_forward_backward_small_patch():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
-def test_stage0_uses_linear_memory_mlstm():
-    # at a 128³ input stage 0 sees 64³ tokens: "auto" must resolve to the chunkwise form there
-    from xlstm_seg_kernels.mlstm.interface import PARALLEL_MAX_SEQ_LEN
-    assert 64**3 > PARALLEL_MAX_SEQ_LEN
-    assert isinstance(SegXLSTM().vil[0][0].block, ViLBlock)
+class _Dispatched(Exception):
+    pass
+
+
+def test_stage0_at_a_128_cubed_input_dispatches_the_chunkwise_mlstm(monkeypatch):
+    # stage 0 sees the 64³ = 262,144 voxels of a 128³ patch: "auto" must pick the linear-memory chunkwise form there
+    from xlstm_seg_kernels.mlstm import BACKENDS
+
+    calls = []
+
+    def spy(name):
+        def record(q, k, v, igate, fgate, **kwargs):
+            calls.append((name, tuple(q.shape)))
+            raise _Dispatched  # the choice is all this test needs; skip the 262,144-token recurrence
+
+        return record
+
+    monkeypatch.delenv("XLSTM_SEG_KERNEL_BACKEND", raising=False)
+    for name in list(BACKENDS):
+        monkeypatch.setitem(BACKENDS, name, spy(name))
+    net = SegXLSTM(dims=(48, 8, 8, 8), hidden_size=8)  # stage 0 as the default network's, the rest small
+    assert net.downsample[0].stride == (2, 2, 2) and net.vil[0][0].block.layer.dim == 48  # 128³ -> 64³ tokens of 48
+    cell = net.vil[0][0].block.layer.mlstm_cell
+    assert cell.mlstm_backend == "auto"
+    qkv = torch.zeros(1, 64**3, 96)  # the cell's inputs at 64³ tokens (inner width 2·48)
+    with torch.no_grad(), pytest.raises(_Dispatched):
+        cell(qkv, qkv, qkv)
+    assert calls == [("chunkwise", (1, 4, 64**3, 24))]  # 4 mLSTM heads of 96/4 = 24 channels
 
 
 @pytest.mark.parametrize("kwargs, message", [

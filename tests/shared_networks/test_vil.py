@@ -39,6 +39,18 @@ def test_initialisation_matches_vil():
     assert block.layer.proj_down.weight.std().item() == pytest.approx(2 / 8, rel=0.05)
 
 
+def test_qkv_projections_use_the_small_init_of_the_embedding_dim():
+    # ViL re-initialises q/k/v with std sqrt(2/(5 D)), D the embedding dim, overriding the block-diagonal layer's
+    # own sqrt(2/(5 b)) (b = 4: 0.316); D = 256 gives 0.0395
+    torch.manual_seed(0)
+    layer = ViLBlock(256).layer
+    for proj in (layer.q_proj, layer.k_proj, layer.v_proj):
+        assert proj.weight.shape == (128, 4, 4)  # E / b blocks of b x b, E = 2 D
+        assert proj.weight.std().item() == pytest.approx((2 / (5 * 256)) ** 0.5, rel=0.05)
+        assert abs(proj.weight.mean().item()) < 0.005
+    assert not torch.equal(layer.q_proj.weight, layer.k_proj.weight)  # drawn independently
+
+
 def test_backward_direction_is_forward_on_flipped_tokens():
     torch.manual_seed(0)
     fwd, bwd = ViLBlock(16, direction="forward"), ViLBlock(16, direction="backward")
