@@ -16,6 +16,7 @@ from .losses import DiceBCELoss
 from .io import AtomicNibabelWriter, AtomicPILWriter, AtomicSaveImaged, atomic_write, atomic_write_json, atomic_write_text
 from .metrics import BinaryPixelMetrics, CaseMetricsSaver, OrganDiceNSD, RegionDiceHD95, case_id_of, channel_pairs, spacing_of
 from .metrics import ProtocolMetrics, format_metrics_csv
+from .onnx_inference import OnnxModelError, OnnxNetwork
 from .protocols import PROTOCOLS, get_protocol
 from .paths import bundle_root
 from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
@@ -38,6 +39,8 @@ __all__ = [
     "InvalidInputError",
     "MetaSafeSpacingd",
     "MirrorTTAInferer",
+    "OnnxModelError",
+    "OnnxNetwork",
     "OrganDiceNSD",
     "OverlaySaver",
     "PROTOCOLS",
