@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["BACKEND_ENV_VAR", "triton_available", "triton_interpret", "resolve_backend", "plain_tensors"]
+__all__ = ["BACKEND_ENV_VAR", "exporting", "triton_available", "triton_interpret", "resolve_backend", "plain_tensors"]
 
 BACKEND_ENV_VAR = "XLSTM_SEG_KERNEL_BACKEND"
 
@@ -40,6 +40,18 @@ def triton_available(tensor: torch.Tensor | None = None) -> bool:
     if triton_interpret():
         return tensor is None or tensor.device.type == "cpu"
     return tensor is None or tensor.is_cuda
+
+
+def exporting() -> bool:
+    """True while the model is being traced or exported: ``torch.jit.trace``/``script``, ``torch.export`` (non-strict,
+    as the ONNX exporter runs it) and the TorchScript-based ONNX exporter. ``"auto"`` then picks the forms that export:
+    pure PyTorch with no Python loop over the sequence, and never Triton.
+
+    Not detected: ``torch.export(..., strict=True)`` (TorchDynamo reports only ``is_compiling``, which ``torch.compile``
+    reports too); pass the loop-free backends explicitly there.
+    """
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_exporting()
+            or torch.onnx.is_in_onnx_export())
 
 
 def resolve_backend(
@@ -82,6 +94,10 @@ def plain_tensors(*tensors):
 
     The ops slice, reshape and loop over their inputs many times; subclass dispatch on every such call is slow and a
     batched MetaTensor refuses some slices. ``as_subclass`` keeps the data and the autograd graph. ``None`` passes.
+    While exporting, tensors pass as they are: the exporters' own tensor types (FakeTensor, FunctionalTensor) are
+    subclasses too, and ``as_subclass`` would turn them into untraceable constants.
     """
+    if exporting():
+        return tensors
     return tuple(t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) and type(t) is not torch.Tensor else t
                  for t in tensors)

@@ -16,6 +16,7 @@ from .losses import DiceBCELoss
 from .io import AtomicNibabelWriter, AtomicPILWriter, AtomicSaveImaged, atomic_write, atomic_write_json, atomic_write_text
 from .metrics import BinaryPixelMetrics, CaseMetricsSaver, OrganDiceNSD, RegionDiceHD95, case_id_of, channel_pairs, spacing_of
 from .metrics import ProtocolMetrics, format_metrics_csv
+from .onnx_inference import OnnxModelError, OnnxNetwork
 from .protocols import PROTOCOLS, get_protocol
 from .resume import ResumableDataLoader, TrainingCheckpoint, exit_if_interrupted
 from .tracking import TrainingTracker
@@ -40,6 +41,8 @@ __all__ = [
     "InvalidInputError",
     "MetaSafeSpacingd",
     "MirrorTTAInferer",
+    "OnnxModelError",
+    "OnnxNetwork",
     "RandRotateScaled",
     "rotation_safe_crop_size",
     "OrganDiceNSD",

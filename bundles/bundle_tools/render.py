@@ -13,12 +13,13 @@ when a committed file differs from what its source renders (docs/adding_a_bundle
 ``bundle.yaml`` has one section per output; each is a MONAI override, applied to that output's template exactly as
 ``python -m monai.bundle run --config_file "['train.json', 'override.json']"`` would apply it:
 
-- ``metadata``, ``train``, ``inference``, ``evaluate``: ``id: value`` sets the id (``a#b#0#c`` reaches inside, list
-  indices included); ``+id: value`` appends a list or updates a dict (MONAI's ``+`` merge key);
+- ``metadata``, ``train``, ``inference``, ``inference_onnx``, ``evaluate``: ``id: value`` sets the id (``a#b#0#c``
+  reaches inside, list indices included); ``+id: value`` appends a list or updates a dict (MONAI's ``+`` merge key);
 - ``shared``: applied to both ``train`` and ``inference`` before their own sections: the network, its geometry and the
   intensity settings are written once, so the two files cannot disagree (the verifier checks the copies too);
 - ``demo``: ``configs/demo.json`` as it is.
 
+``inference_onnx.json`` overrides inference.json's network with the exported ONNX model (docs/export.md).
 ``multi_gpu_train.json`` is derived from the rendered train.json (its imports, and its ``initialize`` steps run on rank
 0 only), and ``logging.conf`` is the template's. Template values ``"{{required}}"`` must be set by the bundle;
 ``{{bundle}}`` is replaced by the bundle's folder name; new top-level ids take the place of the template's
@@ -42,7 +43,7 @@ __all__ = ["TEMPLATES", "RenderError", "apply_override", "dumps", "render", "ren
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REQUIRED = "{{required}}"
 MARKER = "__bundle__"
-SECTIONS = ("metadata", "shared", "train", "inference", "evaluate", "demo")
+SECTIONS = ("metadata", "shared", "train", "inference", "inference_onnx", "evaluate", "demo")
 DIST_IMPORT = "$import torch.distributed as dist"
 
 
@@ -194,7 +195,7 @@ def render(source: dict, bundle: str, where: str = "bundle.yaml") -> dict[str, A
     if strings:
         raise RenderError(f"{where}: {strings} are strings to YAML; write a float with its dot, e.g. 1.0e-05")
     templates = {name: load_yaml(TEMPLATES / f"{name}.yaml")
-                 for name in ("metadata", "train", "inference", "evaluate", "multi_gpu_train")}
+                 for name in ("metadata", "train", "inference", "inference_onnx", "evaluate", "multi_gpu_train")}
     shared = source.get("shared") or {}
     out: dict[str, Any] = {
         "metadata.json": _overlay(templates["metadata"], source.get("metadata") or {}, f"{where} metadata", bundle),
@@ -202,6 +203,8 @@ def render(source: dict, bundle: str, where: str = "bundle.yaml") -> dict[str, A
         "inference.json": _overlay(templates["inference"], {**shared, **(source.get("inference") or {})},
                                    f"{where} inference", bundle),
         "evaluate.json": _overlay(templates["evaluate"], source.get("evaluate") or {}, f"{where} evaluate", bundle),
+        "inference_onnx.json": _overlay(templates["inference_onnx"], source.get("inference_onnx") or {},
+                                        f"{where} inference_onnx", bundle),
     }
     clash = sorted(set(shared) & set(source.get("train") or {}) | set(shared) & set(source.get("inference") or {}))
     if clash:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dispatch import plain_tensors, resolve_backend, triton_available
+from .._dispatch import exporting, plain_tensors, resolve_backend, triton_available
 from .._guard import compare, pinned_autotune, triton_allowed
 from .torch_impl import cross_merge_torch, cross_scan_torch
 
@@ -66,7 +66,7 @@ def _triton_self_check(device, dtype) -> None:
 def _resolve(op: str, backend: str, t: torch.Tensor) -> str:
     def auto() -> str:
         config = [("device", str(t.device)), ("dtype", str(t.dtype).removeprefix("torch."))]
-        if _triton_candidate(t) and triton_allowed(
+        if not exporting() and _triton_candidate(t) and triton_allowed(
                 "cross_scan+cross_merge", config, lambda: _triton_self_check(t.device, t.dtype)):
             return "triton"
         return "torch"

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .._dispatch import exporting
+
 __all__ = ["cross_scan_torch", "cross_merge_torch"]
 
 
@@ -76,14 +78,18 @@ _CrossScan, _CrossMerge = adjoint_autograd_pair(_scan, _merge)
 
 
 def cross_scan_torch(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 4, C, H·W) in the four SS2D orders; the backward is :func:`cross_merge_torch`."""
-    return _CrossScan.apply(x)
+    """(B, C, H, W) -> (B, 4, C, H·W) in the four SS2D orders; the backward is :func:`cross_merge_torch`.
+
+    While the model is exported the plain function runs instead of the autograd Function (same forward): torch.export
+    cannot lift the Function's saved sizes, and an exported graph has no backward.
+    """
+    return _scan(x) if exporting() else _CrossScan.apply(x)
 
 
 def cross_merge_torch(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, 4, C, H·W) -> (B, C, H·W): the four directions mapped back to row-major order and summed.
 
     Half-precision inputs are summed in float32 and rounded once, as the Triton kernel does. The backward is
-    :func:`cross_scan_torch`.
+    :func:`cross_scan_torch`. Exported as the plain function, as :func:`cross_scan_torch`.
     """
-    return _CrossMerge.apply(y, height, width)
+    return _merge(y, height, width) if exporting() else _CrossMerge.apply(y, height, width)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dispatch import plain_tensors, resolve_backend, triton_available
+from .._dispatch import exporting, plain_tensors, resolve_backend, triton_available
 from .._guard import compare, pinned_autotune, triton_allowed
 from .torch_impl import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
 
@@ -171,7 +171,8 @@ def mlstm(
         fgate: forget-gate pre-activations of shape (B, NH, S).
         backend: ``"auto"`` (Triton for CUDA tensors when triton is installed and the configuration passed its
             once-per-process self-check, see ``_guard.py``; else ``"parallel"`` up to ``PARALLEL_MAX_SEQ_LEN`` tokens
-            and ``"chunkwise"`` beyond), or one of ``"parallel"``, ``"chunkwise"``, ``"recurrent"``, ``"triton"``. An
+            and ``"chunkwise"`` beyond; never Triton while the model is traced or exported, see
+            ``_dispatch.exporting``), or one of ``"parallel"``, ``"chunkwise"``, ``"recurrent"``, ``"triton"``. An
             explicit backend that cannot run raises; it never falls back.
         chunk_size: tokens per chunk for the chunkwise and Triton forms. Default: 64.
         initial_state: optional ``(C, n, m)`` of shapes (B, NH, DHQK, DHV), (B, NH, DHQK), (B, NH, 1).
@@ -188,7 +189,8 @@ def mlstm(
     seq = q.shape[2]
 
     def auto() -> str:
-        if _triton_candidate(q, k, v) and _guarded_triton(q, v, chunk_size, initial_state, return_last_state):
+        if not exporting() and _triton_candidate(q, k, v) and _guarded_triton(
+                q, v, chunk_size, initial_state, return_last_state):
             return "triton"
         return "parallel" if seq <= PARALLEL_MAX_SEQ_LEN else "chunkwise"
 

@@ -7,9 +7,9 @@ import functools
 
 import torch
 
-from .._dispatch import plain_tensors, resolve_backend, triton_available
+from .._dispatch import exporting, plain_tensors, resolve_backend, triton_available
 from .._guard import compare, pinned_autotune, triton_allowed
-from .torch_impl import selective_scan_chunked, selective_scan_reference
+from .torch_impl import selective_scan_blocked, selective_scan_chunked, selective_scan_reference
 
 __all__ = ["selective_scan", "BACKENDS", "mamba_ssm_available", "TRITON_CHECK_TOLERANCES"]
 
@@ -39,6 +39,10 @@ def _reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_
 
 def _torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, out_dtype):
     return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, out_dtype)
+
+
+def _blocked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, out_dtype):
+    return selective_scan_blocked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, out_dtype)
 
 
 def _triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, out_dtype):
@@ -152,6 +156,7 @@ def _guarded_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dty
 BACKENDS = {
     "reference": _reference,
     "torch": _torch,
+    "blocked": _blocked,
     "triton": _triton,
     "mamba_ssm": _mamba_ssm,
 }
@@ -254,7 +259,9 @@ def selective_scan(
         return_last_state: also return the final state h_{L-1}.
         backend: ``"auto"`` (``"triton"`` for CUDA tensors when triton is installed, no input is float64 and the
             configuration passed its once-per-process self-check, see ``_guard.py``; else ``"torch"``), or one of ``"reference"`` (step-by-step loop under autograd: the ground truth, slow),
-            ``"torch"`` (chunked pure PyTorch with a recomputing backward; CPU and any GPU), ``"triton"`` (CUDA, or the
+            ``"torch"`` (chunked pure PyTorch with a recomputing backward; CPU and any GPU), ``"blocked"`` (pure
+            PyTorch without a Python loop over L, depth ceil(log16 L); what ``"auto"`` picks while the model is traced
+            or exported, see ``_dispatch.exporting``), ``"triton"`` (CUDA, or the
             CPU interpreter under ``TRITON_INTERPRET=1``; float16/bfloat16/float32), ``"mamba_ssm"`` (mamba-ssm's
             CUDA kernel, only when it imports). An explicit backend that cannot run raises; it never falls back.
         out_dtype: dtype of the output. Default ``None`` = ``u.dtype``, as mamba-ssm. Half-precision inputs are always
@@ -276,6 +283,8 @@ def selective_scan(
     any_f64 = any(t is not None and t.dtype == torch.float64 for t in (u, delta, A, B, C, D, z, delta_bias))
 
     def auto() -> str:
+        if exporting():
+            return "blocked"
         if _triton_candidate(u) and not any_f64 and _guarded_triton(
                 u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype):
             return "triton"

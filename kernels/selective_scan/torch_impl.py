@@ -12,6 +12,9 @@ when ``delta_softplus``)::
 (B, N, L), ``B[b, d // (D/G), :, t]`` for (B, G, N, L).
 
 - :func:`selective_scan_reference` runs that loop one step at a time under autograd: the ground truth, slow.
+- :func:`selective_scan_blocked` has no Python loop whose trip count depends on L: a blocked scan whose depth is
+  ceil(log_G L), written in out-of-place ops only, with autograd's backward. It is what ``backend="auto"`` uses while
+  a model is traced or exported (TorchScript, ONNX): its graph holds O(G·log_G L) nodes instead of O(L).
 - :func:`selective_scan_chunked` is an autograd Function with a hand-written backward. Per chunk of ``T`` steps it
   computes every decay ``exp(dt·A)``, every input ``dt·B·u`` and the C-contraction as whole-chunk tensor ops (bmm
   where B/C vary in time); only the recurrence itself ``h = a ⊙ h + b`` stays a loop, one fused in-place op per step.
@@ -34,7 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-__all__ = ["selective_scan_reference", "selective_scan_chunked", "compute_dtype", "CHUNK_TARGET_ELEMENTS"]
+__all__ = [
+    "selective_scan_reference",
+    "selective_scan_chunked",
+    "selective_scan_blocked",
+    "compute_dtype",
+    "CHUNK_TARGET_ELEMENTS",
+    "BLOCKED_SCAN_GROUP",
+]
 
 # The chunked form sizes its chunk so that one (T, B, D, N) tensor holds about this many elements: big enough that the
 # whole-chunk ops amortise their overhead, small enough that the handful of such tensors stays in cache-friendly MBs.
@@ -385,3 +395,92 @@ def selective_scan_chunked(
         raise ValueError(f"selective_scan_chunked: scan must be 'sequential', 'log' or None; got {scan!r}.")
     out, last = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, chunk_size, scan)
     return (out, last) if return_last_state else out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Blocked form, for export. The recurrence h_t = a_t ⊙ h_{t-1} + b_t over (T, ...) tensors is solved level by level:
+# groups of G steps are scanned from a zero state, all groups at once (G - 1 steps of a*h + b on 1/G of the data, and
+# the groups' cumulative decays as one cumsum of log a); the group end states form a scan of T/G steps with decays
+# the groups' products, solved the same way one level up; each step then adds its group's start state times its
+# cumulative decay. Work stays O(T) per level; the graph holds about 3·G nodes per level, ceil(log_G T) levels.
+
+# Steps per group of the blocked scan: 16 gives 3 levels for VM-UNet's 4,096 steps (4,096 -> 256 -> 16 -> 1).
+BLOCKED_SCAN_GROUP = 16
+
+
+def _pad_steps(x: torch.Tensor, steps: int, value: float) -> torch.Tensor:
+    """x (T, ...) with ``steps`` more steps of ``value`` at the end."""
+    return torch.cat([x, x.new_full((steps, *x.shape[1:]), value)]) if steps else x
+
+
+def _scan_steps(log_a: torch.Tensor, b: torch.Tensor, group: int) -> torch.Tensor:
+    """States h_t = exp(log_a_t) ⊙ h_{t-1} + b_t of (T, ...) tensors from h_{-1} = 0, out of place and loop-free in T.
+
+    The decays enter as logs (log a = dt·A <= 0), so a group's cumulative decays are one cumsum and its total decay one
+    sum; every exponent is a sum of log decays, <= 0, so nothing overflows (underflow to 0 is the true value's limit).
+    """
+    steps = b.shape[0]
+    if steps <= group:
+        states = [b[0]]
+        for log_a_t, b_t in zip(log_a[1:].unbind(0), b[1:].unbind(0)):
+            states.append(torch.exp(log_a_t) * states[-1] + b_t)
+        return torch.stack(states)
+    n_groups = -(-steps // group)
+    pad = n_groups * group - steps  # padded steps: decay 1 (log 0), input 0; they come after every real step
+    log_ag = _pad_steps(log_a, pad, 0.0).reshape(n_groups, group, *log_a.shape[1:])
+    bg = _pad_steps(b, pad, 0.0).reshape(n_groups, group, *b.shape[1:])
+    # every group from a zero start: G - 1 steps, each over all groups at once
+    local = [bg[:, 0]]
+    for log_a_j, b_j in zip(log_ag[:, 1:].unbind(1), bg[:, 1:].unbind(1)):
+        local.append(torch.exp(log_a_j) * local[-1] + b_j)
+    local = torch.stack(local, dim=1)  # (NG, G, ...)
+    within = torch.cumsum(log_ag, dim=1)  # log of the decay from each group's start to each of its steps
+    ends = _scan_steps(within[:, -1], local[:, -1], group)  # true state at the end of every group
+    starts = torch.cat([torch.zeros_like(ends[:1]), ends[:-1]])  # and at its start (h_{-1} = 0)
+    states = local + torch.exp(within) * starts.unsqueeze(1)
+    return states.reshape(n_groups * group, *b.shape[1:])[:steps]
+
+
+def selective_scan_blocked(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    out_dtype: torch.dtype | None = None,
+    group: int = BLOCKED_SCAN_GROUP,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Selective scan without a Python loop over the L steps: the form that traces and exports. Shapes as
+    :func:`selective_scan`.
+
+    Python control flow depends on shapes only (L, ``group``), so TorchScript tracing and ONNX export (both exporters)
+    record one graph of about ``3·group·ceil(log_group L)`` scan nodes, valid for every input of these shapes. It
+    materialises the states of all L steps at once, (L, B, N, D) (VM-UNet at 256²: 4,096 × 768 × 16 = 201 MB in
+    float32 per image), where the chunked form keeps one chunk; gradients come from autograd, so it is meant for
+    inference and export rather than training.
+
+    Args:
+        group: steps per group of the blocked scan (>= 2); the depth is ceil(log_group L).
+    """
+    if group < 2:
+        raise ValueError(f"selective_scan_blocked: group must be >= 2; got {group}.")
+    dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    uT = u.to(dtype).permute(2, 0, 1).contiguous()  # (L, B, D)
+    dtT = _dt(delta, delta_bias, delta_softplus, dtype).permute(2, 0, 1).contiguous()
+    A_t = A.to(dtype).t()  # (N, D)
+    Bt, Ct = _bc_time_major(B, dtype), _bc_time_major(C, dtype)
+    log_a = dtT.unsqueeze(2) * A_t  # (L, B, N, D)
+    states = _scan_steps(log_a, _expand_bc(dtT * uT, Bt), group)
+    yT = _contract_n(states, Ct)
+    if D is not None:
+        yT = yT + uT * D.to(dtype)
+    y = yT.permute(1, 2, 0)
+    out = (y * F.silu(z.to(dtype)) if z is not None else y).to(out_dtype or u.dtype)
+    if return_last_state:
+        return out, states[-1].transpose(1, 2)
+    return out

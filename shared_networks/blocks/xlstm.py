@@ -50,6 +50,7 @@ from monai.networks.layers import DropPath
 
 from xlstm_seg_kernels.mlstm import BACKENDS as MLSTM_BACKENDS
 
+from .slstm_loop import slstm_recurrence
 from .vil import (
     CausalConv1d,
     LinearHeadwiseExpand,
@@ -187,20 +188,10 @@ class SLSTMCell(nn.Module):
         # (B, L, 4, NH, DH) + bias -> (L, NH, B, 4·DH): step t's slice is one contiguous (NH, B, 4·DH) block
         pre_all = (wx.view(batch, length, 4, heads, dh) + self.bias).permute(1, 3, 0, 2, 4)
         pre_all = pre_all.reshape(length, heads, batch, 4 * dh)
-        outputs = []
-        for pre_x in pre_all.unbind(0):  # unbind: one autograd node for all steps (indexing would cost O(L²))
-            pre = torch.baddbmm(pre_x, h, self.recurrent_kernel).view(heads, batch, 4, dh)
-            i, f, z, o = pre.unbind(2)
-            log_f_plus_m = self._log_forget(f) + m
-            m_new = torch.maximum(log_f_plus_m, i)
-            i_gate = torch.exp(i - m_new)
-            f_gate = torch.exp(log_f_plus_m - m_new)
-            c = f_gate * c + i_gate * torch.tanh(z)
-            n = f_gate * n + i_gate
-            h = torch.sigmoid(o) * c / n
-            m = m_new
-            outputs.append(h)
-        out = torch.stack(outputs, dim=0).permute(2, 0, 1, 3).reshape(batch, length, self.dim)
+        # the recurrence over L (a loop in eager mode; a graph loop while exported, see slstm_loop.py)
+        hs, (h, c, n, m) = slstm_recurrence(pre_all, (h, c, n, m), self.recurrent_kernel,
+                                            self.forget_gate == "exp")
+        out = hs.permute(2, 0, 1, 3).reshape(batch, length, self.dim)
         if not return_last_state:
             return out
 

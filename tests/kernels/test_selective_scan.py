@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from xlstm_seg_kernels.selective_scan import BACKENDS, mamba_ssm_available, selective_scan
-from xlstm_seg_kernels.selective_scan.torch_impl import selective_scan_chunked, selective_scan_reference
+from xlstm_seg_kernels.selective_scan.torch_impl import (
+    selective_scan_blocked,
+    selective_scan_chunked,
+    selective_scan_reference,
+)
 
 F64 = torch.float64
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
@@ -112,6 +116,57 @@ def test_torch_log_depth_scan_matches_reference_float64(chunk_size, option):
     got = outputs_and_grads(lambda **kw: selective_scan_chunked(**kw, chunk_size=chunk_size, scan="log"), inputs,
                             softplus=softplus)
     assert_all_close(got, ref, 1e-12)
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+@pytest.mark.parametrize("length,group", [(1, 16), (16, 16), (17, 16), (300, 16), (300, 2), (4096, 16)])
+def test_blocked_matches_reference_float64(length, group, option):
+    # The export form (no Python loop over L): 300 steps = 19 groups of 16 (4 padded steps), 19 -> 2 -> 1 levels;
+    # 4,096 = VM-UNet's 64² tokens, three levels; forward, last state and every gradient (autograd through it).
+    opts = dict(OPTIONS[option])
+    softplus = opts.pop("softplus")
+    batch, dim = (1, 2) if length == 4096 else (2, 4)
+    inputs = make_inputs(batch, dim, 3, length, "BGNL", "BNL", **opts, seed=length + group)
+    ref = outputs_and_grads(selective_scan_reference, inputs, softplus=softplus)
+    got = outputs_and_grads(lambda **kw: selective_scan_blocked(**kw, group=group), inputs, softplus=softplus)
+    assert_all_close(got, ref, 1e-12)
+
+
+@pytest.mark.parametrize("forms", BC_FORMS, ids=lambda f: f"B{f[0]}-C{f[1] or f[0]}")
+def test_blocked_bc_forms_float64(forms):
+    inputs = make_inputs(2, 6, 5, 63, *forms, seed=7)
+    ref = outputs_and_grads(selective_scan_reference, inputs, softplus=True)
+    got = outputs_and_grads(selective_scan_blocked, inputs, softplus=True)
+    assert_all_close(got, ref, 1e-12)
+
+
+def test_blocked_rejects_group_one():
+    inputs = {k: v.detach() if v is not None else None for k, v in make_inputs(1, 2, 2, 8, "DN").items()}
+    with pytest.raises(ValueError, match="group must be >= 2; got 1"):
+        selective_scan_blocked(**inputs, group=1)
+
+
+def test_auto_picks_blocked_while_tracing_and_the_graph_is_log_depth():
+    # Traced at 4,096 steps the graph holds a few hundred nodes (the sequential form would unroll to >= 4,096) and it
+    # grows by one level's worth, not 8x, from 512 to 4,096 steps; the traced module equals eager on fresh inputs.
+    def traced_nodes(length):
+        x = {k: v.detach() if v is not None else None
+             for k, v in make_inputs(1, 2, 2, length, "BNL", dtype=torch.float32, seed=length).items()}
+        names = [k for k in NAMES if x[k] is not None]
+
+        def fn(*tensors):
+            return selective_scan(**dict(zip(names, tensors)), delta_softplus=True)
+
+        traced = torch.jit.trace(fn, tuple(x[k] for k in names), check_trace=False)
+        fresh = {k: v.detach() if v is not None else None
+                 for k, v in make_inputs(1, 2, 2, length, "BNL", dtype=torch.float32, seed=99).items()}
+        eager = selective_scan(**fresh, delta_softplus=True)
+        assert torch.allclose(traced(*(fresh[k] for k in names)), eager, rtol=1e-5, atol=1e-6)
+        return len(list(traced.graph.nodes()))
+
+    small, large = traced_nodes(512), traced_nodes(4096)
+    assert large < 1500, large
+    assert large - small < 400, (small, large)
 
 
 def _op_count(fn) -> int:
@@ -259,7 +314,7 @@ def test_unknown_backend_raises():
 
 
 def test_backends_listed():
-    assert set(BACKENDS) == {"reference", "torch", "triton", "mamba_ssm"}
+    assert set(BACKENDS) == {"reference", "torch", "blocked", "triton", "mamba_ssm"}
 
 
 @pytest.mark.skipif(mamba_ssm_available(), reason="mamba_ssm imports here")
