@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from monai.data import load_decathlon_datalist
@@ -24,7 +24,7 @@ from monai.data import load_decathlon_datalist
 from .errors import DatalistError
 from .io import atomic_write_json
 
-__all__ = ["assign_folds", "write_datalist", "load_fold", "DatalistError", "SPLITS"]
+__all__ = ["assign_folds", "write_datalist", "load_fold", "preparation_main", "DatalistError", "SPLITS"]
 
 SPLITS = ("train", "val", "all", "test")
 
@@ -118,3 +118,28 @@ def load_fold(path: str | os.PathLike, fold: int = 0, split: str = "train") -> l
     if not chosen:
         raise DatalistError(f"{path}: fold {fold} leaves the '{split}' split empty.")
     return chosen
+
+
+def preparation_main(
+    prepare: Callable[..., object],
+    description: str,
+    source_help: str,
+    output_help: str = "folder for datalist.json",
+    several_sources: bool = False,
+    argv: list[str] | None = None,
+) -> None:
+    """The command line every bundle's ``scripts/prepare_data.py`` shares:
+    ``--source`` (one folder, or several with ``several_sources``), ``--output``, ``--folds`` (5), ``--seed`` (0);
+    then ``prepare(source, output, folds, seed)`` with INFO logging. An InputError from ``prepare`` ends the process
+    with only its message (``xlstm_bundle_tools.errors``)."""
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    parser.add_argument("--source", required=True, type=Path, nargs="+" if several_sources else None, help=source_help)
+    parser.add_argument("--output", required=True, type=Path, help=output_help)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    prepare(args.source, args.output, args.folds, args.seed)

@@ -20,25 +20,16 @@ Source files are never modified. The datalist (``<output>/datalist.json``) assig
 
 from __future__ import annotations
 
-import argparse
-import logging
-from pathlib import Path
-
 # the preparation itself is shared with the 2D bundle (xlstm_unet_abdomenmr2d)
 from xlstm_bundle_tools.abdomen_mr import detect_layout, label_mapping, prepare
+from xlstm_bundle_tools.datalist import preparation_main
 
 __all__ = ["prepare", "detect_layout", "label_mapping"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, type=Path, help="AMOS22 or Dataset702_AbdomenMR folder")
-    parser.add_argument("--output", required=True, type=Path, help="folder for datalist.json and renumbered labels")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    prepare(args.source, args.output, args.folds, args.seed)  # an InputError ends it with only its message
+    preparation_main(prepare, __doc__, source_help="AMOS22 or Dataset702_AbdomenMR folder",
+                     output_help="folder for datalist.json and renumbered labels", argv=argv)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,12 @@ seeded folds.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
 from xlstm_bundle_tools.checks import InvalidInputError, check_cases, check_nifti_case
-from xlstm_bundle_tools.datalist import write_datalist
+from xlstm_bundle_tools.datalist import preparation_main, write_datalist
 
 try:
     from .brats import CASE_PATTERN, LABELS, MODALITIES, case_files
@@ -84,14 +83,8 @@ def prepare(sources: list[Path], output: Path, num_folds: int = 5, seed: int = 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, type=Path, nargs="+", help="BraTS 2023 folder(s)")
-    parser.add_argument("--output", required=True, type=Path, help="folder for datalist.json")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    prepare(args.source, args.output, args.folds, args.seed)  # an InputError ends it with only its message
+    preparation_main(prepare, __doc__, source_help="BraTS 2023 folder(s)",
+                     output_help="folder for datalist.json", several_sources=True, argv=argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ error naming each bad file, and nothing is written; the source is never modified
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from xlstm_bundle_tools.checks import InvalidInputError, check_cases
 from xlstm_bundle_tools.datalist import write_datalist
 from xlstm_bundle_tools.instances import instances_from_semantic, semantic_from_instances
 from xlstm_bundle_tools.io import atomic_write
+from xlstm_bundle_tools.datalist import preparation_main
 
 __all__ = ["prepare", "find_cases"]
 
@@ -161,14 +161,8 @@ def prepare(source: Path, output: Path, num_folds: int = 5, seed: int = 0) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, type=Path, help="challenge folder or Dataset703_NeurIPSCell")
-    parser.add_argument("--output", required=True, type=Path, help="folder for datalist.json and 3-class targets")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    prepare(args.source, args.output, args.folds, args.seed)  # an InputError ends it with only its message
+    preparation_main(prepare, __doc__, source_help="challenge folder or Dataset703_NeurIPSCell",
+                     output_help="folder for datalist.json and 3-class targets", argv=argv)
 
 
 if __name__ == "__main__":

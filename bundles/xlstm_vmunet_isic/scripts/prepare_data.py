@@ -21,13 +21,11 @@ is never modified. Writes ``<output>/datalist.json`` (5 seeded folds, as the pap
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 from xlstm_bundle_tools.checks import InvalidInputError, check_cases, check_rgb_case
-from xlstm_bundle_tools.datalist import write_datalist
+from xlstm_bundle_tools.datalist import preparation_main, write_datalist
 
 __all__ = ["prepare", "find_pairs"]
 
@@ -105,14 +103,8 @@ def prepare(source: Path, output: Path, num_folds: int = 5, seed: int = 0) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, type=Path, help="ISIC 2018 folder or VM-UNet split folder")
-    parser.add_argument("--output", required=True, type=Path, help="folder for datalist.json")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    prepare(args.source, args.output, args.folds, args.seed)  # an InputError ends it with only its message
+    preparation_main(prepare, __doc__, source_help="ISIC 2018 folder or VM-UNet split folder",
+                     output_help="folder for datalist.json", argv=argv)
 
 
 if __name__ == "__main__":

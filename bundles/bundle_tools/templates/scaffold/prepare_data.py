@@ -15,14 +15,13 @@ never modified; the datalist references them in place.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
 from xlstm_bundle_tools.checks import InvalidInputError, check_cases
-from xlstm_bundle_tools.datalist import write_datalist
+from xlstm_bundle_tools.datalist import preparation_main, write_datalist
 
 try:
     from .labels import LABELS
@@ -50,21 +49,14 @@ def prepare(source: Path, output: Path, num_folds: int = 5, seed: int = 0) -> di
     if testing:
         check_cases(testing, label_key=None, desc="checking unlabelled cases")
     output.mkdir(parents=True, exist_ok=True)
-    return write_datalist(output / "datalist.json", training, testing, num_folds=num_folds, seed=seed,
-                          name=dataset.get("name", ""), labels={str(k): v for k, v in expected.items()})
+    content = write_datalist(output / "datalist.json", training, testing, num_folds=num_folds, seed=seed,
+                             name=dataset.get("name", ""), labels={str(k): v for k, v in expected.items()})
+    logger.info("%d labelled and %d unlabelled cases in %s", len(training), len(testing), output / "datalist.json")
+    return content
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, type=Path, help="the release's folder (with dataset.json)")
-    parser.add_argument("--output", required=True, type=Path, help="folder for datalist.json")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    content = prepare(args.source, args.output, args.folds, args.seed)
-    logger.info("%d labelled and %d unlabelled cases in %s", len(content["training"]), len(content["testing"]),
-                args.output / "datalist.json")
+    preparation_main(prepare, __doc__, source_help="the release's folder (with dataset.json)", argv=argv)
 
 
 if __name__ == "__main__":
