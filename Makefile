@@ -25,12 +25,17 @@ RENDERED := $(sort $(patsubst bundles/%/bundle.yaml,%,$(wildcard bundles/*/bundl
 # short names for the demo targets: demo-amos3d runs xlstm_unet_amos3d (the last word of the bundle's name)
 short_name = $(lastword $(subst _, ,$(1)))
 
-.PHONY: install demo test verify configs clean-demo
+.PHONY: install demo test test-slow verify configs clean-demo
 
 install: $(STAMP)
 
+# CI's command: everything but the tests marked slow (whole bundle workflows: the full verifier per bundle, torchrun,
+# kill-and-resume under DDP, the scaffold's verification), which `make test-slow` runs; run both before a release.
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS) tests
 
 verify: install
 	$(BIN)/python ci/verify_bundle.py $(addprefix bundles/,$(BUNDLES))

@@ -35,6 +35,19 @@ def test_every_bundle_is_found():
     assert {b.name for b in BUNDLES} >= {"xlstm_unet_amos3d", "xlstm_unet_brats", "xlstm_vmunet_isic"}
 
 
+@pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
+def test_bundle_passes_the_quick_verifier(bundle, tmp_path):
+    """Every check but the training runs and torchrun (those are ``slow``, below; ``make verify`` runs them all):
+    files, rendering, schema, MONAI's property sets for train, evaluate and infer (each with demo.json), net in/out,
+    train/inference agreement on a demo case, MONAI Label's keys."""
+    copy = tmp_path / bundle.name
+    shutil.copytree(bundle, copy, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    result = run_verifier(copy, "--quick")
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert result.stdout.rstrip().endswith("0 failed")
+    assert "FAIL" not in result.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
 def test_bundle_passes_the_verifier_and_is_left_untouched(bundle, tmp_path):
