@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
 import random
 import signal
@@ -353,6 +354,7 @@ class TrainingCheckpoint:
         self.signal: int | None = None
         self._saved_iteration: int | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._handler_pid = os.getpid()
         self._objects: dict[str, Any] | None = None
 
     # -- ignite
@@ -532,6 +534,7 @@ class TrainingCheckpoint:
         if threading.current_thread() is not threading.main_thread():
             return
         self.signal = None
+        self._handler_pid = os.getpid()
         for signum in SIGNALS:
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
@@ -541,6 +544,12 @@ class TrainingCheckpoint:
         self._previous_handlers = {}
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._handler_pid:
+            # a forked child (a DataLoader worker) inherits this handler; it must die as it would without it, or the
+            # trainer's shutdown, which terminates its workers with SIGTERM and joins them, waits forever
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
         name = signal.Signals(signum).name
         if self.signal is not None:  # the second one: stop now, as without this handler
             self._restore_signal_handlers()

@@ -368,3 +368,37 @@ def test_ddp_stops_every_rank_on_sigterm_and_resumes(dataset, tmp_path):
     assert final["meta"]["iteration"] == 4
     assert not any(k.startswith("module.") for k in final["network"])  # single-process loading works
     assert not any(k.startswith("module.") for k in torch.load(run_dir / "models" / "model.pt", weights_only=True))
+
+
+def test_a_forked_worker_dies_of_sigterm_as_without_the_handler(tmp_path):
+    """DataLoader workers are forked after the trainer installed its SIGTERM handler and inherit it. The trainer's
+    shutdown terminates them with one SIGTERM and joins them: a worker that only noted the signal (as the trainer
+    does) would never exit, and the run would hang there (it did, in a NaN-in-a-worker error test)."""
+    import multiprocessing
+
+    handler = TrainingCheckpoint(str(tmp_path), {})
+    handler._install_signal_handlers()
+    try:
+        ready = multiprocessing.get_context("fork").Event()
+        child = multiprocessing.get_context("fork").Process(target=_wait_forever, args=(ready,), daemon=True)
+        child.start()
+        assert ready.wait(30)
+        child.terminate()  # one SIGTERM, as multiprocessing and torch's DataLoader send
+        child.join(30)
+        alive = child.is_alive()
+        if alive:
+            child.kill()
+            child.join()
+        assert not alive, "the forked child ignored SIGTERM"
+        assert child.exitcode == -signal.SIGTERM
+        assert handler.signal is None  # the parent's handler saw nothing
+    finally:
+        handler._restore_signal_handlers()
+
+
+def _wait_forever(ready) -> None:
+    import time
+
+    ready.set()
+    while True:
+        time.sleep(0.1)
