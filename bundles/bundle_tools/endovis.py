@@ -54,6 +54,7 @@ __all__ = [
     "challenge_crop",
     "write_png",
     "check_endovis_case",
+    "endovis_case_name",
     "endovis_output_name",
 ]
 
@@ -193,14 +194,13 @@ _FRAME_FOLDERS = ("left_frames", "right_frames", "images")
 _SEQUENCE = re.compile(r"instrument_dataset_\d+")
 
 
-def endovis_output_name(metadict: Mapping, saver) -> dict:
-    """SaveImage ``output_name_formatter``: a name that is unique across sequences and matches the reference's.
+def endovis_case_name(source: str | os.PathLike) -> str:
+    """A frame's case name, unique across sequences and equal to its reference's name.
 
     ``.../instrument_dataset_3/left_frames/frame012.png`` -> ``instrument_dataset_3_frame012`` (frames of different
     sequences share their names); ``<case>_0000.png`` (nnU-Net, Dataset704) -> ``<case>``, the name of its
     ``labelsTs/<case>.png``; anything else keeps its stem.
     """
-    source = (metadict or {}).get("filename_or_obj", getattr(saver, "_data_index", 0))
     path = Path(str(source))
     name = path.name
     for ext in (".png", ".jpg", ".jpeg"):
@@ -211,5 +211,13 @@ def endovis_output_name(metadict: Mapping, saver) -> dict:
         name = name[: -len("_0000")]
     elif path.parent.name in _FRAME_FOLDERS and _SEQUENCE.fullmatch(path.parent.parent.name or ""):
         name = f"{path.parent.parent.name}_{name}"
+    return name
+
+
+def endovis_output_name(metadict: Mapping, saver) -> dict:
+    """SaveImage ``output_name_formatter``: :func:`endovis_case_name` of the input (``<name>.png`` with an empty
+    ``output_postfix``)."""
+    source = (metadict or {}).get("filename_or_obj", getattr(saver, "_data_index", 0))
+    name = endovis_case_name(source)
     # FolderLayout strips one extension: give it one to strip, so a dot inside the stem survives
     return {"subject": f"{name}.img", "idx": (metadict or {}).get("patch_index")}

@@ -21,7 +21,7 @@ from PIL import Image
 from bundle_scripts import load_bundle_script
 import xlstm_bundle_tools.errors as errors
 from xlstm_bundle_tools.checks import InvalidInputError
-from xlstm_bundle_tools.endovis import endovis_output_name, instrument_type
+from xlstm_bundle_tools.endovis import endovis_case_name, endovis_output_name, instrument_type
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "xlstm_unet_endovis17"
@@ -222,6 +222,10 @@ def test_output_names_are_unique_across_sequences():
     assert name("/d/instrument_dataset_3/left_frames/frame012.png") == "instrument_dataset_3_frame012.img"
     assert name("/d/Dataset704/imagesTs/endovis17_09000_0000.png") == "endovis17_09000.img"
     assert name("/d/images/instrument_dataset_1_frame000.png") == "instrument_dataset_1_frame000.img"
+    # the overlay pictures use the same names (OverlaySaver case_name)
+    assert endovis_case_name("/d/instrument_dataset_10/left_frames/frame000.png") == "instrument_dataset_10_frame000"
+    evaluate = json.loads((BUNDLE / "configs" / "evaluate.json").read_text())
+    assert evaluate["validate#handlers"][3]["case_name"] == "$xlstm_bundle_tools.endovis.endovis_case_name"
 
 
 def test_inference_writes_a_uint8_label_map_at_the_frame_size_and_orientation(tmp_path):
