@@ -214,6 +214,19 @@ def test_a_dataset704_label_outside_the_types_is_named(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_pipelines_preflight_names_a_mask_of_another_size(tmp_path):
+    """check_endovis_case, which training, evaluation and inference run on every case before anything else."""
+    from xlstm_bundle_tools.endovis import check_endovis_case
+
+    _png(tmp_path / "f_0000.png", np.zeros((20, 30, 3), np.uint8))
+    _png(tmp_path / "f.png", np.zeros((20, 31), np.uint8))
+    with pytest.raises(InvalidInputError, match=r"f.png: mask size 31x20 differs from its frame .*f_0000.png \(30x20\)\.$"):
+        check_endovis_case(str(tmp_path / "f_0000.png"), str(tmp_path / "f.png"))
+    _png(tmp_path / "g.png", np.zeros((20, 30, 4), np.uint8), "RGBA")
+    with pytest.raises(InvalidInputError, match=r"g.png: the frame is RGBA, with an alpha channel"):
+        check_endovis_case(str(tmp_path / "g.png"))
+
+
 # ------------------------------------------------------------------------------------------------ PNG output
 def test_output_names_are_unique_across_sequences():
     def name(path):
