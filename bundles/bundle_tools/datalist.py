@@ -48,16 +48,24 @@ def write_datalist(
     *,
     num_folds: int = 5,
     seed: int = 0,
+    group_key: str | None = None,
     **extra,
 ) -> dict:
     """Assign folds to ``training`` (each a dict with ``case_id``) and write the datalist atomically.
 
-    Paths in the entries are stored relative to ``path``'s folder when they lie under it.
+    Paths in the entries are stored relative to ``path``'s folder when they lie under it. ``group_key``: entries
+    with the same value of that key (frames of one video) share a fold, and the folds are dealt over the groups;
+    the datalist records it as ``fold_groups``.
     """
     if not training:
         raise DatalistError(f"{path}: no labelled cases to write.")
     folder = Path(path).resolve().parent
-    folds = assign_folds([entry["case_id"] for entry in training], num_folds, seed)
+    if group_key is None:
+        folds = assign_folds([entry["case_id"] for entry in training], num_folds, seed)
+    else:
+        group_folds = assign_folds(sorted({str(entry[group_key]) for entry in training}), num_folds, seed)
+        folds = {entry["case_id"]: group_folds[str(entry[group_key])] for entry in training}
+        extra = {**extra, "fold_groups": group_key}
 
     def rel(value):
         if isinstance(value, (list, tuple)):

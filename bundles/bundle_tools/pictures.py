@@ -7,7 +7,7 @@ import csv
 import io
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -184,14 +184,19 @@ class OverlaySaver:
             reference (``label_key`` None or absent), pictures show image | prediction.
         max_cases: how many cases to draw. Default: 4.
         class_names: legend names of classes 1..n-1.
+        case_name: optional callable from the image's source path to the picture's case name, for datasets whose
+            file names repeat across folders (EndoVis frames: ``xlstm_bundle_tools.endovis.endovis_case_name``).
+            Default: the file name without its extension.
     """
 
     def __init__(self, output_dir: str, n_classes: int, image_key: str = "image", label_key: str | None = "label",
-                 pred_key: str = "pred", max_cases: int = 4, class_names: Sequence[str] | None = None) -> None:
+                 pred_key: str = "pred", max_cases: int = 4, class_names: Sequence[str] | None = None,
+                 case_name: Callable[[str], str] | None = None) -> None:
         self.output_dir = Path(output_dir)
         self.n_classes, self.max_cases = n_classes, max_cases
         self.image_key, self.label_key, self.pred_key = image_key, label_key, pred_key
         self.class_names = list(class_names) if class_names else None
+        self.case_name = case_name
         self.saved = 0
 
     def attach(self, engine: Engine) -> None:
@@ -212,6 +217,9 @@ class OverlaySaver:
             if tuple(image.shape[1:]) != tuple(sample[self.pred_key].shape[-len(image.shape[1:]):]):
                 continue  # image and prediction on different grids (e.g. inverted prediction): nothing to overlay
             case = case_id_of(image, f"case_{self.saved}")
+            source = getattr(image, "meta", {}).get("filename_or_obj")
+            if self.case_name is not None and source:
+                case = self.case_name(str(source[0] if isinstance(source, (list, tuple)) else source))
             fig = overlay_figure(image, sample.get(self.label_key) if self.label_key else None, sample[self.pred_key],
                                  self.n_classes, case, self.class_names)
             atomic_write(self.output_dir / f"{case}_overlay.png", lambda tmp: fig.savefig(tmp, format="png"), ".png")
