@@ -134,12 +134,14 @@ def preparation_main(
     source_help: str,
     output_help: str = "folder for datalist.json",
     several_sources: bool = False,
+    options: Mapping[str, Mapping] | None = None,
     argv: list[str] | None = None,
 ) -> None:
     """The command line every bundle's ``scripts/prepare_data.py`` shares:
-    ``--source`` (one folder, or several with ``several_sources``), ``--output``, ``--folds`` (5), ``--seed`` (0);
-    then ``prepare(source, output, folds, seed)`` with INFO logging. An InputError from ``prepare`` ends the process
-    with only its message (``xlstm_bundle_tools.errors``)."""
+    ``--source`` (one folder, or several with ``several_sources``), ``--output``, ``--folds`` (5), ``--seed`` (0),
+    and the bundle's own ``options`` (``{"--crop": {"choices": [...], "default": ..., "help": ...}}``, passed to
+    ``prepare`` as keyword arguments); then ``prepare(source, output, folds, seed, **options)`` with INFO logging.
+    An InputError from ``prepare`` ends the process with only its message (``xlstm_bundle_tools.errors``)."""
     import argparse
     import logging
 
@@ -148,6 +150,7 @@ def preparation_main(
     parser.add_argument("--output", required=True, type=Path, help=output_help)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    own = [parser.add_argument(flag, **spec).dest for flag, spec in (options or {}).items()]
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    prepare(args.source, args.output, args.folds, args.seed)
+    prepare(args.source, args.output, args.folds, args.seed, **{dest: getattr(args, dest) for dest in own})

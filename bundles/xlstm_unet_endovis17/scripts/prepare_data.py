@@ -34,14 +34,13 @@ naming each bad file, and nothing is written; the source is never modified. Writ
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from collections import Counter
 from pathlib import Path
 
 from xlstm_bundle_tools.checks import InvalidInputError, check_cases
-from xlstm_bundle_tools.datalist import assign_folds, write_datalist
+from xlstm_bundle_tools.datalist import assign_folds, preparation_main, write_datalist
 from xlstm_bundle_tools.endovis import (FULL_HD, LABELS, challenge_crop, check_endovis_case, combine_instrument_masks,
                                         instrument_type, read_frame, read_instrument_mask, write_png)
 
@@ -204,16 +203,10 @@ def prepare(source: Path, output: Path, num_folds: int = 5, seed: int = 0, crop:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", required=True, type=Path, help="EndoVis 2017 folder or Dataset704_Endovis17")
-    parser.add_argument("--output", required=True, type=Path, help="folder for datalist.json and label maps")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--crop", choices=CROPS, default="challenge",
-                        help="challenge: crop 1920x1080 frames to the challenge's 1280x1024 region (default)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    prepare(args.source, args.output, args.folds, args.seed, args.crop)  # an InputError ends it with its message
+    crop = {"choices": CROPS, "default": "challenge",
+            "help": "challenge: crop 1920x1080 frames to the challenge's 1280x1024 region (default)"}
+    preparation_main(prepare, __doc__, source_help="EndoVis 2017 folder or Dataset704_Endovis17",
+                     output_help="folder for datalist.json and label maps", options={"--crop": crop}, argv=argv)
 
 
 if __name__ == "__main__":
