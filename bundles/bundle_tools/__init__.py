@@ -9,7 +9,7 @@ It sits in the bundle layer: it may import ``shared_networks`` and ``xlstm_seg_k
 """
 
 from .checkpoint import AtomicCheckpointSaver
-from .checks import CheckCased, InvalidInputError, check_cases, check_nifti_case, check_rgb_case, load_nifti
+from .checks import CheckCased, InvalidInputError, check_cases, check_nifti_case, check_rgb_case, flag, load_nifti
 from .datalist import DatalistError, assign_folds, load_fold, write_datalist
 from .errors import InputError, install_exit_hook
 from .losses import DiceBCELoss
@@ -63,6 +63,7 @@ __all__ = [
     "case_id_of",
     "channel_pairs",
     "check_cases",
+    "flag",
     "check_nifti_case",
     "check_rgb_case",
     "deep_supervision_weights",

@@ -24,6 +24,7 @@ from .errors import InvalidInputError
 
 __all__ = [
     "InvalidInputError",
+    "flag",
     "load_nifti",
     "check_image_array",
     "check_label_array",
@@ -37,6 +38,20 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 AFFINE_RTOL, AFFINE_ATOL = 1e-4, 1e-3  # header round-off between an image and its label is far below this
+
+
+def flag(value: object, name: str) -> bool:
+    """A true/false option as the command line gives it: ``python -m monai.bundle`` (fire) passes ``--tta true`` and
+    ``--tta false`` as the strings 'true' / 'false' (only Python's ``True``/``False`` become bools), and the string
+    'false' is truthy. Accepts bools and true/false, 1/0, yes/no, on/off in any case; anything else is an InputError."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", "", "none"):
+        return False
+    raise InvalidInputError(f"--{name} {value!r}: expected true or false")
 
 
 def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

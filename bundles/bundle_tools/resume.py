@@ -57,6 +57,7 @@ from monai.data.utils import worker_init_fn as monai_worker_init_fn
 from monai.handlers import CheckpointSaver
 from monai.transforms import Randomizable, Transform
 
+from .checks import flag
 from .errors import InvalidInputError
 from .io import atomic_write
 
@@ -314,18 +315,6 @@ def _rank() -> int:
 
 
 # ------------------------------------------------------------------------------------------------ the handler
-def _as_bool(value: Any, name: str) -> bool:
-    """A flag from the command line: python -m monai.bundle (fire) passes ``--resume true`` as the string 'true'."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off", "", "none"):
-        return False
-    raise InvalidInputError(f"--{name} {value!r}: expected true or false")
-
-
 class TrainingCheckpoint:
     """Trainer handler: write the training state atomically, and restore it with ``resume=True``.
 
@@ -350,7 +339,7 @@ class TrainingCheckpoint:
         self.save_dict = dict(save_dict)
         self.validator = validator
         self.save_interval = int(save_interval)
-        self.resume = _as_bool(resume, "resume")
+        self.resume = flag(resume, "resume")
         self.signal: int | None = None
         self._saved_iteration: int | None = None
         self._previous_handlers: dict[int, Any] = {}

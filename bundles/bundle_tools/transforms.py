@@ -12,6 +12,8 @@ from monai.config import KeysCollection
 from monai.inferers import Inferer
 from monai.transforms import Affined, CenterSpatialCropd, MapTransform, RandomizableTransform
 
+from .checks import flag
+
 __all__ = ["RegionsToLabelsd", "MirrorTTAInferer", "RandRotateScaled", "rotation_safe_crop_size"]
 
 
@@ -78,7 +80,7 @@ class MirrorTTAInferer(Inferer):
             raise ValueError(f"MirrorTTAInferer: average must be 'probabilities' or 'logits', not {average!r}.")
         if activation not in ("sigmoid", "softmax"):
             raise ValueError(f"MirrorTTAInferer: activation must be 'sigmoid' or 'softmax', not {activation!r}.")
-        self.inferer, self.axes, self.enabled = inferer, tuple(axes), enabled
+        self.inferer, self.axes, self.enabled = inferer, tuple(axes), flag(enabled, "tta")
         self.average, self.activation, self.eps = average, activation, float(eps)
 
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 
 from ..blocks.checkpointing import check_checkpointing, run_checkpointed
 from ..blocks.vil import TOKEN_ORDERS, VIL_DIRECTIONS, ViLBlock, reverse_spatial_axes
+from ..options import check_flag
 
 __all__ = ["SegXLSTM", "GSC"]
 
@@ -132,7 +133,7 @@ class SegXLSTM(nn.Module):
         if vil_token_order not in TOKEN_ORDERS:
             raise ValueError(f"SegXLSTM: vil_token_order must be one of {TOKEN_ORDERS}; got {vil_token_order!r}.")
         self.activation_checkpointing = check_checkpointing(activation_checkpointing, "SegXLSTM")
-        self.use_xlstm = bool(use_xlstm)
+        self.use_xlstm = check_flag(use_xlstm, "use_xlstm", "SegXLSTM")
         dims, depths = list(dims), list(depths)
         if len(dims) != 4 or len(depths) != 4:
             raise ValueError(f"SegXLSTM: dims and depths need 4 entries; got {dims} and {depths}.")

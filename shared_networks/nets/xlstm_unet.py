@@ -14,6 +14,7 @@ from monai.utils import ensure_tuple_rep, look_up_option
 from ..blocks.checkpointing import check_checkpointing, run_checkpointed
 from ..blocks.residual import IdentityResidualBlock, UpsampleConv, residual_stage
 from ..blocks.vil import TOKEN_ORDERS, VIL_DIRECTIONS, SpatialViL
+from ..options import check_flag
 
 __all__ = ["XLSTMUNet", "default_block_counts"]
 
@@ -136,7 +137,7 @@ class XLSTMUNet(nn.Module):
         self.variant = look_up_option(variant, VARIANTS)
         vil_order = look_up_option(vil_order, VIL_ORDERS)
         vil_token_order = look_up_option(vil_token_order, TOKEN_ORDERS)
-        self.use_xlstm = bool(use_xlstm)
+        self.use_xlstm = check_flag(use_xlstm, "use_xlstm", "XLSTMUNet")
         self.activation_checkpointing = check_checkpointing(activation_checkpointing, "XLSTMUNet")
         n_stages = len(features)
         if n_stages < 2:
@@ -159,7 +160,7 @@ class XLSTMUNet(nn.Module):
                 f"{len(encoder_blocks)} and {len(decoder_blocks)}."
             )
         self.spatial_dims = spatial_dims
-        self.deep_supervision = deep_supervision
+        self.deep_supervision = check_flag(deep_supervision, "deep_supervision", "XLSTMUNet")
         self.total_stride = tuple(math.prod(s[d] for s in self.strides) for d in range(spatial_dims))
         self.patch_size = tuple(patch_size) if patch_size is not None else None
         features = list(features)
@@ -222,7 +223,7 @@ class XLSTMUNet(nn.Module):
 
         # Decoder: stage j (0 = lowest resolution) upsamples to encoder stage n-2-j and fuses its skip.
         self.skip_used = [True] * (n_stages - 1)
-        if spatial_dims == 2 and not full_res_skip_2d:
+        if spatial_dims == 2 and not check_flag(full_res_skip_2d, "full_res_skip_2d", "XLSTMUNet"):
             self.skip_used[-1] = False
         self.upsamples = nn.ModuleList()
         self.decoder_stages = nn.ModuleList()

@@ -17,6 +17,7 @@ from monai.utils import look_up_option
 
 from ..blocks.checkpointing import check_checkpointing, run_checkpointed
 from ..blocks.xlstm import FORGET_GATES, XLSTMStack
+from ..options import check_flag
 from .vm_unet import VMUNet
 
 __all__ = ["XLSTMVMUNet", "XLSTMFeatureFusion", "XLSTM_BLOCK_CHOICES", "DEFAULT_XLSTM_SCALES"]
@@ -153,7 +154,8 @@ class XLSTMVMUNet(VMUNet):
             activation_checkpointing=activation_checkpointing,
         )
         self.checkpoint_xlstm = activation_checkpointing in ("xlstm", "stages")
-        self.xlstm_blocks = look_up_option(xlstm_blocks, XLSTM_BLOCK_CHOICES) if use_xlstm else "none"
+        self.xlstm_blocks = look_up_option(xlstm_blocks, XLSTM_BLOCK_CHOICES) \
+            if check_flag(use_xlstm, "use_xlstm", "XLSTMVMUNet") else "none"
         n_scales = len(self.dims)
         scales = [int(s) for s in xlstm_scales]
         if len(set(scales)) != len(scales) or any(not 0 <= s < n_scales for s in scales):

@@ -441,3 +441,18 @@ def test_rotate_scale_scales_every_axis_by_one_factor():
     out = torch.as_tensor(transform({"image": image})["image"])
     # a factor above 1 samples a region twice as large: every second voxel (structures shrink, as batchgenerators)
     assert torch.allclose(out, image[:, ::2, ::2, ::2], atol=1e-5)
+
+
+def test_command_line_flags_read_false_as_false():
+    """fire hands `--tta false` / `--overlays false` / `--amp false` over as the string 'false' (truthy)."""
+    from xlstm_bundle_tools import MirrorTTAInferer, flag
+    from xlstm_bundle_tools.errors import InputError
+
+    assert [flag(v, "x") for v in (True, False, "true", "false", "False", "1", "0", "yes", "off")] == [
+        True, False, True, False, False, True, False, True, False]
+    with pytest.raises(InputError, match=r"^--tta 'maybe': expected true or false$"):
+        flag("maybe", "tta")
+    calls = []
+    inferer = MirrorTTAInferer(lambda x, net: calls.append(1) or net(x), axes=(0, 1, 2), enabled="false")
+    inferer(torch.zeros(1, 1, 4, 4, 4), lambda x: x)
+    assert len(calls) == 1  # one pass, not eight

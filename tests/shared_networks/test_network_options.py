@@ -207,3 +207,17 @@ def test_checkpointing_is_off_without_autograd():
 def test_bad_checkpointing_option_names_the_choices(build):
     with pytest.raises(ValueError, match=r"activation_checkpointing must be one of \('none', '"):
         build()
+
+
+@pytest.mark.parametrize("build", [
+    lambda v: XLSTMUNet(2, 1, 2, features=(8, 16), strides=(1, 2), use_xlstm=v),
+    lambda v: XLSTMUNet(2, 1, 2, features=(8, 16), strides=(1, 2), deep_supervision=v),
+    lambda v: SegXLSTM(1, 2, dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), hidden_size=64, use_xlstm=v),
+    lambda v: XLSTMVMUNet(use_xlstm=v),
+], ids=["xlstm_unet", "xlstm_unet_deep_supervision", "seg_xlstm", "xlstm_vm_unet"])
+def test_a_flag_given_as_the_string_false_is_refused(build):
+    """The command line's `--network_def#use_xlstm false` arrives as the string 'false', which bool() reads as True:
+    the control run would silently keep its xLSTM blocks."""
+    with pytest.raises(TypeError, match=r"must be True or False; got 'false' \(str\)\. On the command line write it "
+                                        r"capitalised"):
+        build("false")
