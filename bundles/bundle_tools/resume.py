@@ -36,8 +36,10 @@ at the same iteration.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
-import math
+import multiprocessing
 import os
 import pickle
 import random
@@ -146,15 +148,39 @@ def set_rng_state(state: Mapping, dataset: Any = None, where: str = "training st
 
 
 # ------------------------------------------------------------------------------------------------ data position
-def _quiet_worker_init(worker_id: int) -> None:
+_main_process_exiting = None  # a multiprocessing.Event, set by an atexit hook of the main process
+
+
+def _exiting_event():
+    global _main_process_exiting
+    if _main_process_exiting is None:
+        _main_process_exiting = multiprocessing.Event()
+        # registered after multiprocessing's own exit hook, so it runs before that hook terminates the workers
+        atexit.register(_main_process_exiting.set)
+    return _main_process_exiting
+
+
+def _quiet_worker_init(worker_id: int, main_exiting=None) -> None:
     """MONAI's worker seeding, and workers that leave SIGINT/SIGTERM to the main process.
 
     Ctrl-C reaches the whole process group and schedulers send SIGTERM to every process of a job: a worker that died
     of it would make the main process fail on its next batch instead of finishing the iteration and writing its state.
+    But when the main process exits with its workers still running (an error in the middle of an epoch),
+    multiprocessing's exit hook stops them with one SIGTERM and waits for them: then the worker must die, or the
+    command never ends. ``main_exiting`` tells the two apart.
     """
-    for signum in SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if main_exiting is None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, functools.partial(_worker_sigterm, main_exiting))
     monai_worker_init_fn(worker_id)
+
+
+def _worker_sigterm(main_exiting, signum: int, frame: Any) -> None:
+    if main_exiting.is_set():
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
 
 
 class _CountingIterator:
@@ -184,7 +210,8 @@ class ResumableDataLoader(DataLoader):
     """
 
     def __init__(self, dataset, num_workers: int = 0, **kwargs) -> None:
-        kwargs.setdefault("worker_init_fn", _quiet_worker_init)
+        if num_workers > 0:
+            kwargs.setdefault("worker_init_fn", functools.partial(_quiet_worker_init, main_exiting=_exiting_event()))
         super().__init__(dataset, num_workers=num_workers, **kwargs)
         self._position: dict = {"start": None, "consumed": 0}
         self._pending: dict | None = None

@@ -37,7 +37,8 @@ from monai.transforms import Compose, Lambdad, RandAffined, RandFlipd, RandGauss
 
 import xlstm_bundle_tools.errors as errors
 from training_runs import (
-    CONFIGS, EPOCHS, ITERATIONS, RECIPE, losses, run, shared_dataset, shared_reference, train_command, tree_state)
+    CONFIGS, EPOCHS, ITERATIONS, RECIPE, losses, process_env, run, shared_dataset, shared_reference, train_command,
+    tree_state)
 from xlstm_bundle_tools import ResumableDataLoader, TrainingCheckpoint
 from xlstm_bundle_tools.resume import FORMAT, get_rng_state, set_rng_state
 
@@ -402,3 +403,37 @@ def _wait_forever(ready) -> None:
     ready.set()
     while True:
         time.sleep(0.1)
+
+
+_DIES_MID_EPOCH = """
+import sys, torch
+from xlstm_bundle_tools import ResumableDataLoader
+
+class Data(torch.utils.data.Dataset):
+    def __len__(self):
+        return 64
+    def __getitem__(self, i):
+        return torch.zeros(2)
+
+loader = ResumableDataLoader(Data(), num_workers=2, batch_size=1)
+batches = iter(loader)  # kept alive to the end, as a traceback keeps a trainer's iterator alive
+next(batches)
+print("one batch", flush=True)
+raise RuntimeError("an error in the middle of an epoch")
+"""
+
+
+def test_a_run_that_fails_mid_epoch_exits_with_its_workers(tmp_path):
+    """Workers ignore the SIGTERM a scheduler sends to the whole job, but not the one with which multiprocessing's
+    exit hook stops them: a training command that failed mid-epoch hung at exit, waiting for its workers."""
+    import subprocess
+
+    env = process_env(tmp_path / "home")
+    try:
+        result = subprocess.run([sys.executable, "-c", _DIES_MID_EPOCH], capture_output=True, text=True, env=env,
+                                timeout=120)
+    except subprocess.TimeoutExpired as err:
+        raise AssertionError("the process did not exit: its DataLoader workers ignored the exit hook's SIGTERM") from err
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "one batch" in result.stdout
+    assert result.stderr.rstrip().endswith("RuntimeError: an error in the middle of an epoch")
