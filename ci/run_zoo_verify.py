@@ -85,6 +85,16 @@ def stage(bundle: Path, models: Path, weights_root: Path | None) -> str:
     return note + "seeded initialisation of inference.json's network"
 
 
+def last_exception(stderr: str) -> str:
+    """The last 'SomeError: message' of a traceback, with the next line when the message starts there (torch.jit)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        name, _, message = lines[i].partition(":")
+        if all(part.isidentifier() for part in name.split(".")) and name.endswith(("Error", "Exception")):
+            return f"{name.split('.')[-1]}: {message.strip() or (lines[i + 1] if i + 1 < len(lines) else '')}"
+    return lines[-1] if lines else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundles", nargs="*", type=Path, help="default: every bundles/*/configs/metadata.json")
@@ -124,8 +134,7 @@ def main() -> int:
             print("\n".join("   " + line for line in lines if not line.startswith("{")))
             if result.returncode:
                 failed += 1
-                error = [line for line in result.stderr.splitlines() if line.strip()]
-                print(f"   FAIL (exit {result.returncode}): {error[-1] if error else ''}", flush=True)
+                print(f"   FAIL (exit {result.returncode}): {last_exception(result.stderr)}", flush=True)
             else:
                 print("   PASS", flush=True)
     return failed
