@@ -4,7 +4,7 @@ PyTorch eager, ONNX Runtime and the TorchScript module side by side, in one proc
 
     python benchmarks/bench_export.py                                  # every bundle, demo sizes, 1 thread
     python benchmarks/bench_export.py --bundle xlstm_unet_cells --threads 2 --out build/export.json
-    python benchmarks/bench_export.py --ckpt-root demo_work            # demo-trained weights: <root>/<bundle>/models/model.pt
+    python benchmarks/bench_export.py --ckpt-root demo_work            # <root>/<bundle>/models/model.pt
     python benchmarks/bench_export.py --real --bundle xlstm_unet_cells # inference.json alone: the real patch and widths
 
 Bundles are found by ``bundles/*/configs/metadata.json``. Per bundle (each in its own process):
@@ -21,10 +21,10 @@ Bundles are found by ``bundles/*/configs/metadata.json``. Per bundle (each in it
   loaded module's inlined graph (loop bodies included);
 * one case: the first test case of a demo dataset made with the bundle's own ``scripts/make_demo_data.py --size
   verify`` and ``prepare_data.py``, through inference.json's ``preprocessing``; then inference.json's ``inferer``
-  (sliding window, slices, TTA, as configured) with each network in turn. One untimed warm-up each, then
-  ``--repeats`` rounds alternating the three; the table gives the median process CPU seconds (``time.process_time``:
-  every thread of this process, so other load on the machine does not inflate it), ``--out`` also the wall seconds. torch and ONNX Runtime get the same intra-op thread count (``--threads``); ONNX Runtime's inter-op
-  execution stays sequential;
+  (sliding window, slices, TTA, as configured) with each network in turn. One untimed warm-up each, then ``--repeats``
+  rounds alternating the three; the table gives the median process CPU seconds (``time.process_time``: every thread of
+  this process, so other load on the machine does not inflate it), ``--out`` also the wall seconds. torch and ONNX
+  Runtime get the same intra-op thread count (``--threads``); ONNX Runtime's inter-op execution stays sequential;
 * accuracy: max |exported - eager| / max |eager| over the case's logits.
 """
 
@@ -174,7 +174,8 @@ def child(name: str, real: bool, threads: int, repeats: int, work: Path, ckpt_ro
 
 def table(results: list[dict]) -> str:
     head = ("| bundle | size | export input | case | ONNX export s | TS trace export s | ONNX nodes (incl. bodies) | "
-            "TS nodes | eager CPU s/case | ORT CPU s/case | TS CPU s/case | ORT/eager | ORT max rel err | TS max rel err |")
+            "TS nodes | eager CPU s/case | ORT CPU s/case | TS CPU s/case | ORT/eager | ORT max rel err | "
+            "TS max rel err |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in results:
         if "error" in r:
@@ -183,9 +184,11 @@ def table(results: list[dict]) -> str:
         s = r["cpu_seconds_per_case"]
         lines.append(
             f"| {r['bundle']} | {r['size']} | {'x'.join(map(str, r['export_input_shape']))} | "
-            f"{'x'.join(map(str, r['case_shape']))} | {r['onnx_export_s']:.1f} | {r['torchscript_trace_export_s']:.1f} | "
+            f"{'x'.join(map(str, r['case_shape']))} | {r['onnx_export_s']:.1f} | "
+            f"{r['torchscript_trace_export_s']:.1f} | "
             f"{r['onnx_nodes']:,} ({r['onnx_nodes_with_subgraphs']:,}) | {r['torchscript_nodes']:,} | "
-            f"{s['eager']:.3f} | {s['onnxruntime']:.3f} | {s['torchscript']:.3f} | {s['onnxruntime'] / s['eager']:.2f} | "
+            f"{s['eager']:.3f} | {s['onnxruntime']:.3f} | {s['torchscript']:.3f} | "
+            f"{s['onnxruntime'] / s['eager']:.2f} | "
             f"{r['max_rel_err']['onnxruntime']:.1e} | {r['max_rel_err']['torchscript']:.1e} |")
     return "\n".join(lines)
 

@@ -1,15 +1,17 @@
 # Copyright 2026 the xlstm-seg authors. Apache-2.0.
 """Run the MONAI model zoo's own ``ci/verify_bundle.py`` on our bundles, offline, on a scratch copy.
 
-    python ci/run_zoo_verify.py --zoo build/model-zoo --weights-root demo_work [--mode full] [--no-exclude] [bundles/...]
+    python ci/run_zoo_verify.py --zoo build/model-zoo [--weights-root demo_work] [--mode full] [--no-exclude] \
+        [bundles/...]
 
-``--zoo`` is a checkout of Project-MONAI/model-zoo (only its ``ci/`` folder is read; e.g. ``git archive HEAD ci |
-tar -x -C build/model-zoo`` from a clone). Nothing of the zoo is copied into this repository, and nothing is written
-inside ours: each bundle is copied to a temporary models folder with what the zoo's CI expects there
-(BUNDLES.md §1.4): ``models/model.pt`` (the demo-trained ``<weights-root>/<bundle>/models/model.pt`` when given,
-present and of inference.json's sizes; else the seeded initialisation of inference.json's network, what the zoo's
-``_produce_fake_weights`` makes: demo weights have configs/demo.json's widths, and the zoo builds inference.json's), the metadata schema at ``eval/schema.json`` (from ``$XLSTM_SEG_SCHEMA_DIR`` or ``../shared/schemas``) and an
-empty ``model_info.json`` (no released versions).
+``--zoo`` is a checkout of Project-MONAI/model-zoo (only its ``ci/`` folder is read; e.g. ``git archive HEAD ci | tar
+-x -C build/model-zoo`` from a clone). Nothing of the zoo is copied into this repository, and nothing is written
+inside ours: each bundle is copied to a temporary models folder with what the zoo's CI expects
+there: ``models/model.pt`` (the demo-trained ``<weights-root>/<bundle>/models/model.pt`` when given, present and of
+inference.json's sizes; else the seeded initialisation of inference.json's network, what the zoo's
+``_produce_fake_weights`` makes: demo weights have configs/demo.json's widths, and the zoo builds inference.json's),
+the metadata schema at ``eval/schema.json`` (from ``$XLSTM_SEG_SCHEMA_DIR`` or ``../shared/schemas``) and an empty
+``model_info.json`` (no released versions).
 
 TorchScript: the zoo's full mode scripts ``network_def`` (``ckpt_export`` without ``--use_trace``) unless the bundle
 is in its ``exclude_verify_torchscript_list`` (``ci/bundle_custom_data.py``), as swin_unetr_btcv_segmentation, vista3d
@@ -56,7 +58,8 @@ def schema_for(bundle: Path) -> Path:
     for folder in SCHEMA_DIRS:
         if (folder / name).is_file():
             return folder / name
-    raise SystemExit(f"{name}: no offline copy of the schema in {[str(d) for d in SCHEMA_DIRS]}; set XLSTM_SEG_SCHEMA_DIR")
+    raise SystemExit(f"{name}: no offline copy of the schema in {[str(d) for d in SCHEMA_DIRS]}; "
+                     "set XLSTM_SEG_SCHEMA_DIR")
 
 
 def stage(bundle: Path, models: Path, weights_root: Path | None) -> str:

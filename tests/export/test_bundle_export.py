@@ -112,7 +112,7 @@ class BundleRun:
         from monai.bundle import ConfigParser
 
         parser = ConfigParser()
-        parser.read_config([str(self.bundle / "configs" / "inference.json"), str(self.bundle / "configs" / "demo.json")])
+        parser.read_config([str(self.bundle / "configs" / name) for name in ("inference.json", "demo.json")])
         network = parser.get_parsed_content("network_def").eval()
         network.load_state_dict(torch.load(self.models / "model.pt", map_location="cpu", weights_only=True))
         return network
