@@ -179,8 +179,9 @@ def _quiet_worker_init(worker_id: int, main_exiting=None) -> None:
 
 def _worker_sigterm(main_exiting, signum: int, frame: Any) -> None:
     if main_exiting.is_set():
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
+        # exit status 0, not death by the signal: torch's SIGCHLD handler in the main process would report a worker
+        # "killed by signal: Terminated" after the real error
+        os._exit(0)
 
 
 class _CountingIterator:
