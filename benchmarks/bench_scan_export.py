@@ -91,7 +91,8 @@ def main() -> None:
     print("| form | CPU s | max abs diff vs chunked |\n|---|---|---|")
     for name, seconds, err in rows:
         print(f"| {name} | {seconds:.3f} | {err:.1e} |")
-    print(f"\nONNX export {export_s:.1f} s; main-graph nodes {sum(ops.values())}, Scan {ops['Scan']}, Loop {ops['Loop']}")
+    print(f"\nONNX export {export_s:.1f} s; main-graph nodes {sum(ops.values())}, "
+          f"Scan {ops['Scan']}, Loop {ops['Loop']}")
 
 
 if __name__ == "__main__":

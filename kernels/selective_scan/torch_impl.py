@@ -495,8 +495,15 @@ def selective_scan_blocked(
 # the chunked form's arithmetic instead, with its loop over chunks kept as ONE graph-level loop when exported:
 # torch's ``scan`` higher-order op under ``torch.export`` (the ONNX exporter: an ONNX ``Scan`` node whose body is one
 # chunk), a scripted loop under ``torch.jit.trace`` (a ``prim::Loop``), the same Python loop in eager. Per chunk of T
-# steps (about CHUNK_TARGET_ELEMENTS per (T, B, N, D) tensor, from the shapes alone): the decays and inputs of the
-# chunk, T steps h = a ⊙ h + b (unrolled inside the loop body: T is static), the C-contraction.
+# steps (about CHUNK_TARGET_ELEMENTS per (T, B, N, D) tensor, at most LOOPED_MAX_CHUNK steps, from the shapes alone):
+# the decays and inputs of the chunk, T steps h = a ⊙ h + b (unrolled inside the loop body: T is static), the
+# C-contraction.
+
+
+# The looped form's steps per chunk: the CPU chunk size, at most this. The steps of a chunk are unrolled in the loop
+# body (2 nodes each), so a long chunk (512 steps for few channels) makes a large body, slow to export; at 32 steps a
+# chunk of VM-UNet's smallest stage still holds ~1.6 M elements.
+LOOPED_MAX_CHUNK = 32
 
 
 def _chunk_body(h: torch.Tensor, dt: torch.Tensor, dtu: torch.Tensor, Bc: torch.Tensor, Cc: torch.Tensor,
@@ -566,7 +573,8 @@ def selective_scan_looped(
     in time) fall back to :func:`selective_scan_blocked`. Gradients come from autograd (inference and export).
 
     Args:
-        chunk_size: steps per chunk; default from the shapes (``_chunk_size`` for the CPU).
+        chunk_size: steps per chunk; default from the shapes (``_chunk_size`` for the CPU, at most
+            ``LOOPED_MAX_CHUNK``).
         form: ``"hop"`` (torch's scan operator), ``"script"`` (a scripted loop) or ``"python"``; default by context:
             ``"hop"`` under ``torch.export``, ``"script"`` under ``torch.jit.trace``/the TorchScript ONNX exporter,
             else ``"python"``. All three run the same operations in the same order.
@@ -587,7 +595,7 @@ def selective_scan_looped(
     dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     batch, dim, length = u.shape
     n = A.shape[1]
-    steps = chunk_size or _chunk_size(batch, dim, n, length, torch.device("cpu"))
+    steps = chunk_size or min(LOOPED_MAX_CHUNK, _chunk_size(batch, dim, n, length, torch.device("cpu")))
     if steps < 1:
         raise ValueError(f"selective_scan_looped: chunk_size must be >= 1; got {steps}.")
     n_chunks = -(-length // steps)

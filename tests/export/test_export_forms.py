@@ -93,7 +93,8 @@ def _scan_inputs(length, b_form="BGNL", c_form="BNL", batch=2, dim=4, n=3, group
             "A": -torch.exp(torch.randn(dim, n, generator=gen, dtype=F64) * 0.5),
             "B": torch.randn(*shapes[b_form], generator=gen, dtype=F64),
             "C": torch.randn(*shapes[c_form], generator=gen, dtype=F64),
-            "D": torch.randn(dim, generator=gen, dtype=F64), "z": torch.randn(batch, dim, length, generator=gen, dtype=F64),
+            "D": torch.randn(dim, generator=gen, dtype=F64),
+            "z": torch.randn(batch, dim, length, generator=gen, dtype=F64),
             "delta_bias": torch.randn(dim, generator=gen, dtype=F64) * 0.3}
 
 
@@ -140,7 +141,7 @@ def _scan_module(length):
 
 
 def test_selective_scan_traced_is_one_loop_and_matches_eager():
-    # auto picks the looped form while tracing: one prim::Loop (of 44 chunks of 16 steps), not the steps unrolled
+    # auto picks the looped form while tracing: one prim::Loop (22 chunks of 32 steps), not the steps unrolled
     module, x = _scan_module(700)
     args = tuple(x[k] for k in ("u", "delta", "B", "C"))
     traced = torch.jit.trace(module, args, check_trace=False)
