@@ -9,7 +9,8 @@ import torch
 
 from .._dispatch import exporting, plain_tensors, resolve_backend, triton_available
 from .._guard import compare, pinned_autotune, triton_allowed
-from .torch_impl import selective_scan_blocked, selective_scan_chunked, selective_scan_reference
+from .torch_impl import (selective_scan_blocked, selective_scan_chunked, selective_scan_looped,
+                         selective_scan_reference)
 
 __all__ = ["selective_scan", "BACKENDS", "mamba_ssm_available", "TRITON_CHECK_TOLERANCES"]
 
@@ -43,6 +44,10 @@ def _torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_stat
 
 def _blocked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, out_dtype):
     return selective_scan_blocked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, out_dtype)
+
+
+def _looped(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, out_dtype):
+    return selective_scan_looped(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, out_dtype)
 
 
 def _triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, out_dtype):
@@ -157,6 +162,7 @@ BACKENDS = {
     "reference": _reference,
     "torch": _torch,
     "blocked": _blocked,
+    "looped": _looped,
     "triton": _triton,
     "mamba_ssm": _mamba_ssm,
 }
@@ -260,8 +266,10 @@ def selective_scan(
         backend: ``"auto"`` (``"triton"`` for CUDA tensors when triton is installed, no input is float64 and the
             configuration passed its once-per-process self-check, see ``_guard.py``; else ``"torch"``), or one of ``"reference"`` (step-by-step loop under autograd: the ground truth, slow),
             ``"torch"`` (chunked pure PyTorch with a recomputing backward; CPU and any GPU), ``"blocked"`` (pure
-            PyTorch without a Python loop over L, depth ceil(log16 L); what ``"auto"`` picks while the model is traced
-            or exported, see ``_dispatch.exporting``), ``"triton"`` (CUDA, or the
+            PyTorch without a Python loop over L, depth ceil(log16 L), all L steps materialised at once),
+            ``"looped"`` (the chunked arithmetic with its loop over chunks kept as one graph-level loop when traced or
+            exported: what ``"auto"`` picks while the model is traced or exported, see ``_dispatch.exporting``;
+            6-8x faster than ``"blocked"`` on the CPU at VM-UNet's 4,096 steps), ``"triton"`` (CUDA, or the
             CPU interpreter under ``TRITON_INTERPRET=1``; float16/bfloat16/float32), ``"mamba_ssm"`` (mamba-ssm's
             CUDA kernel, only when it imports). An explicit backend that cannot run raises; it never falls back.
         out_dtype: dtype of the output. Default ``None`` = ``u.dtype``, as mamba-ssm. Half-precision inputs are always
@@ -284,7 +292,7 @@ def selective_scan(
 
     def auto() -> str:
         if exporting():
-            return "blocked"
+            return "looped"
         if _triton_candidate(u) and not any_f64 and _guarded_triton(
                 u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype):
             return "triton"

@@ -400,9 +400,13 @@ def selective_scan_chunked(
 # ---------------------------------------------------------------------------------------------------------------------
 # Blocked form, for export. The recurrence h_t = a_t ⊙ h_{t-1} + b_t over (T, ...) tensors is solved level by level:
 # groups of G steps are scanned from a zero state, all groups at once (G - 1 steps of a*h + b on 1/G of the data, and
-# the groups' cumulative decays as one cumsum of log a); the group end states form a scan of T/G steps with decays
-# the groups' products, solved the same way one level up; each step then adds its group's start state times its
-# cumulative decay. Work stays O(T) per level; the graph holds about 3·G nodes per level, ceil(log_G T) levels.
+# alongside them the groups' running decay products P_j = a_j P_{j-1}); the group end states form a scan of T/G steps
+# with decays the groups' products, solved the same way one level up; each step then adds its group's start state
+# times its running decay product. The decays a = exp(dt·A) are computed once, in [0, 1]: only products and sums, no
+# division, underflow to 0 is the true value's limit. Work stays O(T) per level: one exp per element in all, and about
+# 3 multiply/adds per element and level (an earlier form took the running decays as exp(cumsum(log a)) per level:
+# twice the exps, and torch's cumsum over a short inner dim was 31% of the scan's CPU time at VM-UNet's 4,096 steps).
+# The graph holds about 3·G nodes per level, ceil(log_G T) levels.
 
 # Steps per group of the blocked scan: 16 gives 3 levels for VM-UNet's 4,096 steps (4,096 -> 256 -> 16 -> 1).
 BLOCKED_SCAN_GROUP = 16
@@ -413,31 +417,29 @@ def _pad_steps(x: torch.Tensor, steps: int, value: float) -> torch.Tensor:
     return torch.cat([x, x.new_full((steps, *x.shape[1:]), value)]) if steps else x
 
 
-def _scan_steps(log_a: torch.Tensor, b: torch.Tensor, group: int) -> torch.Tensor:
-    """States h_t = exp(log_a_t) ⊙ h_{t-1} + b_t of (T, ...) tensors from h_{-1} = 0, out of place and loop-free in T.
+def _scan_steps(a: torch.Tensor, b: torch.Tensor, group: int) -> torch.Tensor:
+    """States h_t = a_t ⊙ h_{t-1} + b_t of (T, ...) tensors from h_{-1} = 0, out of place and loop-free in T.
 
-    The decays enter as logs (log a = dt·A <= 0), so a group's cumulative decays are one cumsum and its total decay one
-    sum; every exponent is a sum of log decays, <= 0, so nothing overflows (underflow to 0 is the true value's limit).
+    ``a`` holds decays in [0, 1]; the running products of a group's decays stay in [0, 1], so nothing overflows.
     """
     steps = b.shape[0]
     if steps <= group:
         states = [b[0]]
-        for log_a_t, b_t in zip(log_a[1:].unbind(0), b[1:].unbind(0)):
-            states.append(torch.exp(log_a_t) * states[-1] + b_t)
+        for a_t, b_t in zip(a[1:].unbind(0), b[1:].unbind(0)):
+            states.append(a_t * states[-1] + b_t)
         return torch.stack(states)
     n_groups = -(-steps // group)
-    pad = n_groups * group - steps  # padded steps: decay 1 (log 0), input 0; they come after every real step
-    log_ag = _pad_steps(log_a, pad, 0.0).reshape(n_groups, group, *log_a.shape[1:])
+    pad = n_groups * group - steps  # padded steps: decay 1, input 0; they come after every real step
+    ag = _pad_steps(a, pad, 1.0).reshape(n_groups, group, *a.shape[1:])
     bg = _pad_steps(b, pad, 0.0).reshape(n_groups, group, *b.shape[1:])
-    # every group from a zero start: G - 1 steps, each over all groups at once
-    local = [bg[:, 0]]
-    for log_a_j, b_j in zip(log_ag[:, 1:].unbind(1), bg[:, 1:].unbind(1)):
-        local.append(torch.exp(log_a_j) * local[-1] + b_j)
-    local = torch.stack(local, dim=1)  # (NG, G, ...)
-    within = torch.cumsum(log_ag, dim=1)  # log of the decay from each group's start to each of its steps
-    ends = _scan_steps(within[:, -1], local[:, -1], group)  # true state at the end of every group
+    # every group from a zero start: G - 1 steps, each over all groups at once, with the running decay products
+    local, decay = [bg[:, 0]], [ag[:, 0]]
+    for a_j, b_j in zip(ag[:, 1:].unbind(1), bg[:, 1:].unbind(1)):
+        local.append(a_j * local[-1] + b_j)
+        decay.append(a_j * decay[-1])
+    ends = _scan_steps(decay[-1], local[-1], group)  # true state at the end of every group
     starts = torch.cat([torch.zeros_like(ends[:1]), ends[:-1]])  # and at its start (h_{-1} = 0)
-    states = local + torch.exp(within) * starts.unsqueeze(1)
+    states = torch.stack(local, dim=1) + torch.stack(decay, dim=1) * starts.unsqueeze(1)
     return states.reshape(n_groups * group, *b.shape[1:])[:steps]
 
 
@@ -474,8 +476,8 @@ def selective_scan_blocked(
     dtT = _dt(delta, delta_bias, delta_softplus, dtype).permute(2, 0, 1).contiguous()
     A_t = A.to(dtype).t()  # (N, D)
     Bt, Ct = _bc_time_major(B, dtype), _bc_time_major(C, dtype)
-    log_a = dtT.unsqueeze(2) * A_t  # (L, B, N, D)
-    states = _scan_steps(log_a, _expand_bc(dtT * uT, Bt), group)
+    decays = torch.exp(dtT.unsqueeze(2) * A_t)  # (L, B, N, D), in [0, 1]
+    states = _scan_steps(decays, _expand_bc(dtT * uT, Bt), group)
     yT = _contract_n(states, Ct)
     if D is not None:
         yT = yT + uT * D.to(dtype)
@@ -483,4 +485,135 @@ def selective_scan_blocked(
     out = (y * F.silu(z.to(dtype)) if z is not None else y).to(out_dtype or u.dtype)
     if return_last_state:
         return out, states[-1].transpose(1, 2)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Looped form, for export. The blocked form above materialises every (L, B, N, D) tensor at once and makes several
+# passes over each (VM-UNet at 256²: 201 MB per tensor, 4,096 steps): memory-bound, 6-8x the chunked form's CPU time,
+# and in the exported graphs (ONNX Runtime, traced TorchScript) the bulk of XLSTMVMUNet's time at 256². This form is
+# the chunked form's arithmetic instead, with its loop over chunks kept as ONE graph-level loop when exported:
+# torch's ``scan`` higher-order op under ``torch.export`` (the ONNX exporter: an ONNX ``Scan`` node whose body is one
+# chunk), a scripted loop under ``torch.jit.trace`` (a ``prim::Loop``), the same Python loop in eager. Per chunk of T
+# steps (about CHUNK_TARGET_ELEMENTS per (T, B, N, D) tensor, at most LOOPED_MAX_CHUNK steps, from the shapes alone):
+# the decays and inputs of the chunk, T steps h = a ⊙ h + b (unrolled inside the loop body: T is static), the
+# C-contraction.
+
+
+# The looped form's steps per chunk: the CPU chunk size, at most this. The steps of a chunk are unrolled in the loop
+# body (2 nodes each), so a long chunk (512 steps for few channels) makes a large body, slow to export; at 32 steps a
+# chunk of VM-UNet's smallest stage still holds ~1.6 M elements.
+LOOPED_MAX_CHUNK = 32
+
+
+def _chunk_body(h: torch.Tensor, dt: torch.Tensor, dtu: torch.Tensor, Bc: torch.Tensor, Cc: torch.Tensor,
+                A_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk: h (B, N, D) the state before it; dt, dtu (T, B, D); Bc, Cc (T, B, N, G); A_t (N, D).
+    Returns the state after the chunk and y (T, B, D) = Σ_n C ⊙ h over its steps."""
+    steps, batch, dim = dt.shape[0], dt.shape[1], dt.shape[2]
+    n, groups = Bc.shape[2], Bc.shape[3]
+    a = torch.exp(dt.unsqueeze(2) * A_t)  # (T, B, N, D)
+    b = (dtu.view(steps, batch, 1, groups, dim // groups) * Bc.unsqueeze(-1)).view(steps, batch, n, dim)
+    states = []
+    for t in range(steps):
+        h = a[t] * h + b[t]
+        states.append(h)
+    c_groups = Cc.shape[3]  # B and C may be grouped differently
+    s = torch.stack(states).view(steps, batch, n, c_groups, dim // c_groups)
+    return h, (s * Cc.unsqueeze(-1)).sum(2).view(steps, batch, dim)
+
+
+def _python_chunks(dt_c: torch.Tensor, dtu_c: torch.Tensor, B_c: torch.Tensor, C_c: torch.Tensor, A_t: torch.Tensor,
+                   h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every chunk in turn: dt_c, dtu_c (NC, T, B, D), B_c, C_c (NC, T, B, N, G). Returns y (NC, T, B, D), last h."""
+    outs = []
+    for c in range(dt_c.shape[0]):
+        h, y = _chunk_body(h, dt_c[c], dtu_c[c], B_c[c], C_c[c], A_t)
+        outs.append(y)
+    return torch.stack(outs), h
+
+
+_script_chunks = None
+
+
+def _scripted_chunks(dt_c, dtu_c, B_c, C_c, A_t, h):
+    global _script_chunks
+    if _script_chunks is None:  # compiled on first use
+        _script_chunks = torch.jit.script(_python_chunks)
+    return _script_chunks(dt_c, dtu_c, B_c, C_c, A_t, h)
+
+
+def _hop_chunks(dt_c, dtu_c, B_c, C_c, A_t, h):
+    from torch._higher_order_ops.scan import scan
+
+    def combine(carry, xs):
+        return _chunk_body(carry, *xs, A_t)
+
+    h, ys = scan(combine, h.clone(memory_format=torch.contiguous_format), (dt_c, dtu_c, B_c, C_c))
+    return ys, h
+
+
+def selective_scan_looped(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    out_dtype: torch.dtype | None = None,
+    chunk_size: int | None = None,
+    form: str | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Chunked selective scan whose loop over chunks stays one graph-level loop when traced or exported: the form
+    ``backend="auto"`` uses while a model is exported. Shapes as :func:`selective_scan`; B and C as (D, N) (constant
+    in time) fall back to :func:`selective_scan_blocked`. Gradients come from autograd (inference and export).
+
+    Args:
+        chunk_size: steps per chunk; default from the shapes (``_chunk_size`` for the CPU, at most
+            ``LOOPED_MAX_CHUNK``).
+        form: ``"hop"`` (torch's scan operator), ``"script"`` (a scripted loop) or ``"python"``; default by context:
+            ``"hop"`` under ``torch.export``, ``"script"`` under ``torch.jit.trace``/the TorchScript ONNX exporter,
+            else ``"python"``. All three run the same operations in the same order.
+    """
+    if B.ndim == 2 or C.ndim == 2:
+        return selective_scan_blocked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                                      out_dtype)
+    if form is None:
+        if torch.compiler.is_exporting():
+            form = "hop"
+        elif torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+            form = "script"
+        else:
+            form = "python"
+    forms = {"hop": _hop_chunks, "script": _scripted_chunks, "python": _python_chunks}
+    if form not in forms:
+        raise ValueError(f"selective_scan_looped: form must be 'hop', 'script' or 'python'; got {form!r}.")
+    dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    batch, dim, length = u.shape
+    n = A.shape[1]
+    steps = chunk_size or min(LOOPED_MAX_CHUNK, _chunk_size(batch, dim, n, length, torch.device("cpu")))
+    if steps < 1:
+        raise ValueError(f"selective_scan_looped: chunk_size must be >= 1; got {steps}.")
+    n_chunks = -(-length // steps)
+    pad = n_chunks * steps - length  # padded steps: dt 0 (decay 1), input 0, C 0: the state passes unchanged
+
+    def chunks(x: torch.Tensor) -> torch.Tensor:  # (L, ...) -> (NC, T, ...)
+        return _pad_steps(x, pad, 0.0).reshape(n_chunks, steps, *x.shape[1:])
+
+    uT = u.to(dtype).permute(2, 0, 1).contiguous()  # (L, B, D)
+    dtT = _dt(delta, delta_bias, delta_softplus, dtype).permute(2, 0, 1).contiguous()
+    Bt, Ct = _bc_time_major(B, dtype), _bc_time_major(C, dtype)  # (L, B, N, G)
+    h0 = uT.new_zeros(batch, n, dim)
+    ys, h = forms[form](chunks(dtT), chunks(dtT * uT), chunks(Bt), chunks(Ct), A.to(dtype).t().contiguous(), h0)
+    yT = ys.reshape(n_chunks * steps, batch, dim)[:length]
+    if D is not None:
+        yT = yT + uT * D.to(dtype)
+    y = yT.permute(1, 2, 0)
+    out = (y * F.silu(z.to(dtype)) if z is not None else y).to(out_dtype or u.dtype)
+    if return_last_state:
+        return out, h.transpose(1, 2)
     return out

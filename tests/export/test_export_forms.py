@@ -81,3 +81,89 @@ def test_plain_tensors_unwraps_subclasses_in_eager_only():
 
     torch.jit.trace(probe, torch.zeros(2), check_trace=False)
     assert seen == [True]
+
+
+# --- the selective scan's export form: the chunked arithmetic, its loop over chunks one graph-level loop -------------
+
+def _scan_inputs(length, b_form="BGNL", c_form="BNL", batch=2, dim=4, n=3, groups=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"DN": (dim, n), "BNL": (batch, n, length), "BGNL": (batch, groups, n, length)}
+    return {"u": torch.randn(batch, dim, length, generator=gen, dtype=F64),
+            "delta": torch.randn(batch, dim, length, generator=gen, dtype=F64) * 0.5,
+            "A": -torch.exp(torch.randn(dim, n, generator=gen, dtype=F64) * 0.5),
+            "B": torch.randn(*shapes[b_form], generator=gen, dtype=F64),
+            "C": torch.randn(*shapes[c_form], generator=gen, dtype=F64),
+            "D": torch.randn(dim, generator=gen, dtype=F64),
+            "z": torch.randn(batch, dim, length, generator=gen, dtype=F64),
+            "delta_bias": torch.randn(dim, generator=gen, dtype=F64) * 0.3}
+
+
+@pytest.mark.parametrize("form", ["python", "script", "hop"])
+@pytest.mark.parametrize("length, chunk_size, forms", [(1, None, ("BNL", "BNL")), (37, 8, ("BGNL", "BNL")),
+                                                       (64, 16, ("BNL", "BGNL")), (300, None, ("BGNL", "BGNL"))])
+def test_looped_scan_forms_equal_reference_float64(form, length, chunk_size, forms):
+    from xlstm_seg_kernels.selective_scan.torch_impl import selective_scan_looped, selective_scan_reference
+
+    x = _scan_inputs(length, *forms, seed=length)
+    ref, ref_last = selective_scan_reference(**x, delta_softplus=True, return_last_state=True)
+    got, last = selective_scan_looped(**x, delta_softplus=True, return_last_state=True, chunk_size=chunk_size,
+                                      form=form)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(last, ref_last, rtol=1e-12, atol=1e-12)
+
+
+def test_looped_scan_constant_bc_and_bad_arguments():
+    from xlstm_seg_kernels.selective_scan.torch_impl import selective_scan_looped, selective_scan_reference
+
+    x = _scan_inputs(20, "DN", "BNL")  # (D, N) B: the blocked form's arithmetic
+    torch.testing.assert_close(selective_scan_looped(**x), selective_scan_reference(**x), rtol=1e-12, atol=1e-12)
+    x = _scan_inputs(20)
+    with pytest.raises(ValueError, match="form must be 'hop', 'script' or 'python'; got 'loop'"):
+        selective_scan_looped(**x, form="loop")
+    with pytest.raises(ValueError, match="chunk_size must be >= 1; got -2"):
+        selective_scan_looped(**x, chunk_size=-2)
+
+
+def _scan_module(length):
+    from xlstm_seg_kernels.selective_scan import selective_scan
+
+    x = {k: v.float() for k, v in _scan_inputs(length, batch=1, dim=8, n=4).items()}
+
+    class Scan(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A, self.D, self.bias = (torch.nn.Parameter(x[k]) for k in ("A", "D", "delta_bias"))
+
+        def forward(self, u, delta, B, C):
+            return selective_scan(u, delta, self.A, B, C, self.D, None, self.bias, True)
+
+    return Scan().eval(), x
+
+
+def test_selective_scan_traced_is_one_loop_and_matches_eager():
+    # auto picks the looped form while tracing: one prim::Loop (22 chunks of 32 steps), not the steps unrolled
+    module, x = _scan_module(700)
+    args = tuple(x[k] for k in ("u", "delta", "B", "C"))
+    traced = torch.jit.trace(module, args, check_trace=False)
+    kinds = [node.kind() for node in traced.inlined_graph.nodes()]
+    assert kinds.count("prim::Loop") == 1 and len(kinds) < 600, len(kinds)  # 700 steps unrolled: >= 1,400
+    fresh = tuple(a + 0.1 * torch.randn_like(a) for a in args)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(*fresh), module(*fresh), rtol=1e-5, atol=1e-5)
+
+
+def test_selective_scan_onnx_is_one_scan_node_and_matches_eager(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from monai.networks.utils import convert_to_onnx
+
+    module, x = _scan_module(700)
+    args = [x[k] for k in ("u", "delta", "B", "C")]
+    convert_to_onnx(module, args, filename=str(tmp_path / "scan.onnx"), use_trace=False)
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "scan.onnx")).graph.node]
+    assert ops.count("Scan") + ops.count("Loop") == 1 and len(ops) < 100, ops
+    session = ort.InferenceSession(str(tmp_path / "scan.onnx"), providers=["CPUExecutionProvider"])
+    fresh = [a + 0.1 * torch.randn_like(a) for a in args]
+    (got,) = session.run(None, {i.name: a.numpy() for i, a in zip(session.get_inputs(), fresh)})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), module(*fresh), rtol=1e-5, atol=1e-5)

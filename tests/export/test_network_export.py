@@ -6,7 +6,7 @@ it (the torch.export-based exporter and onnxscript's optimiser), run by ONNX Run
 ``convert_to_torchscript`` with tracing, as ``ckpt_export --use_trace True`` calls it, saved and loaded back. Both
 are checked on the input they were exported with and on a fresh one (an export that froze a data-dependent branch
 or a value would differ there), to 1e-4 relative (max |exported - eager| / max |eager|). The graphs stay small: the
-sLSTM is one Loop/Scan node, not its steps unrolled, and the selective scan is the blocked, log-depth form.
+sLSTM is one Loop/Scan node, not its steps unrolled, and so is the selective scan's loop over chunks.
 """
 
 from __future__ import annotations

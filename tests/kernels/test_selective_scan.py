@@ -314,7 +314,7 @@ def test_unknown_backend_raises():
 
 
 def test_backends_listed():
-    assert set(BACKENDS) == {"reference", "torch", "blocked", "triton", "mamba_ssm"}
+    assert set(BACKENDS) == {"reference", "torch", "blocked", "looped", "triton", "mamba_ssm"}
 
 
 @pytest.mark.skipif(mamba_ssm_available(), reason="mamba_ssm imports here")
