@@ -146,8 +146,8 @@ def test_blocked_rejects_group_one():
         selective_scan_blocked(**inputs, group=1)
 
 
-def test_auto_picks_blocked_while_tracing_and_the_graph_is_log_depth():
-    # Traced at 4,096 steps the graph holds a few hundred nodes (the sequential form would unroll to >= 4,096) and it
+def test_traced_auto_graph_stays_small_and_equals_eager():
+    # Traced at 4,096 steps the graph holds a few hundred nodes (a Python loop over steps would unroll to >= 4,096;
     # grows by one level's worth, not 8x, from 512 to 4,096 steps; the traced module equals eager on fresh inputs.
     def traced_nodes(length):
         x = {k: v.detach() if v is not None else None
