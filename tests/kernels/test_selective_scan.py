@@ -147,8 +147,8 @@ def test_blocked_rejects_group_one():
 
 
 def test_traced_auto_graph_stays_small_and_equals_eager():
-    # Traced at 4,096 steps the graph holds a few hundred nodes (a Python loop over steps would unroll to >= 4,096;
-    # grows by one level's worth, not 8x, from 512 to 4,096 steps; the traced module equals eager on fresh inputs.
+    # Traced at 4,096 steps the graph holds a few hundred nodes (a Python loop over the steps would unroll to >= 4,096)
+    # and grows little from 512 to 4,096 steps; the traced module equals eager on fresh inputs.
     def traced_nodes(length):
         x = {k: v.detach() if v is not None else None
              for k, v in make_inputs(1, 2, 2, length, "BNL", dtype=torch.float32, seed=length).items()}
