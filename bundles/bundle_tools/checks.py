@@ -31,6 +31,7 @@ __all__ = [
     "check_same_geometry",
     "check_nifti_case",
     "check_rgb_case",
+    "open_image",
     "check_cases",
     "CheckCased",
 ]
@@ -154,12 +155,14 @@ def check_nifti_case(
             "channels": count}
 
 
-def _open_image(path):
+def open_image(path, what: str = "file"):
+    """A PIL image, fully read, or an InvalidInputError naming the file: "<path>: <what> not found." or
+    "<path>: cannot be read as an image (...)"."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise InvalidInputError(f"{path}: file not found.")
+        raise InvalidInputError(f"{path}: {what} not found.")
     try:
         image = Image.open(path)
         image.load()
@@ -179,13 +182,13 @@ def check_rgb_case(image: str, label: str | None = None, class_values: Iterable[
     """
     if channels not in (None, 3):
         raise ValueError(f"an RGB image has 3 channels; got channels={channels}.")
-    picture = _open_image(image)
+    picture = open_image(image)
     if picture.mode != "RGB":
         what = {"L": "grayscale", "1": "black-and-white", "P": "a palette image", "RGBA": "RGBA (has an alpha channel)",
                 "LA": "grayscale with alpha", "CMYK": "CMYK", "I;16": "16-bit grayscale"}.get(picture.mode, picture.mode)
         raise InvalidInputError(f"{image}: image is {what} (mode {picture.mode}); expected a 3-channel RGB image.")
     if label is not None:
-        mask = _open_image(label)
+        mask = open_image(label)
         if mask.size != picture.size:
             raise InvalidInputError(
                 f"{label}: mask size {mask.size[0]}x{mask.size[1]} differs from its image {image} "

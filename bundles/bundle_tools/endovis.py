@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import open_image
 from .errors import InvalidInputError
 from .io import atomic_write
 
@@ -86,23 +87,9 @@ def instrument_type(folder: str | os.PathLike) -> int:
         f"{', '.join(s for s, _ in INSTRUMENT_TYPES)} (EndoVis 2017 names such as Left_Prograsp_Forceps_labels).")
 
 
-def _open(path, what: str):
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: {what} not found.")
-    try:
-        picture = Image.open(path)
-        picture.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InvalidInputError(f"{path}: cannot be read as an image ({type(err).__name__}: {err}).") from err
-    return picture
-
-
 def read_frame(path) -> np.ndarray:
     """An RGB frame as (H, W, 3) uint8. Anything but 8-bit RGB (RGBA, grayscale, palette) is refused, naming it."""
-    picture = _open(path, "frame")
+    picture = open_image(path, "frame")
     if picture.mode != "RGB":
         what = _MODES.get(picture.mode, f"mode {picture.mode}")
         raise InvalidInputError(f"{path}: the frame is {what} (mode {picture.mode}); expected a 3-channel RGB image.")
@@ -111,7 +98,7 @@ def read_frame(path) -> np.ndarray:
 
 def read_instrument_mask(path) -> np.ndarray:
     """One instrument's parts mask as (H, W): a one-channel PNG, or channel 0 of a 3-channel one."""
-    picture = _open(path, "instrument mask")
+    picture = open_image(path, "instrument mask")
     array = np.array(picture)
     if array.ndim == 3:
         if array.shape[2] != 3:
@@ -126,7 +113,7 @@ def read_instrument_mask(path) -> np.ndarray:
 
 def read_label_map(path, class_values: Iterable[int] = CLASS_VALUES) -> np.ndarray:
     """A type label map (``labelsTr/<case>.png``, or one this bundle wrote) as (H, W), values in ``class_values``."""
-    picture = _open(path, "label map")
+    picture = open_image(path, "label map")
     array = np.array(picture)
     if array.ndim == 3 and array.shape[2] == 3 and (array == array[..., :1]).all():
         array = array[..., 0]
