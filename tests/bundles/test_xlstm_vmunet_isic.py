@@ -118,3 +118,15 @@ def test_configs_agree():
     assert train["image_size"] == inference["image_size"] == [256, 256]
     assert train["optimizer"]["lr"] == "@learning_rate" and train["learning_rate"] == 1e-3
     assert train["lr_scheduler"]["T_max"] == 50 and train["epochs"] == 150 and train["batch_size"] == 8
+
+
+def test_evaluation_pools_the_maps_at_the_network_size_demo_included():
+    """The isic protocol pools the network's maps; with demo.json they are 64², not 256² (make demo stopped there)."""
+    from monai.bundle import ConfigParser
+
+    configs = Path(__file__).resolve().parents[2] / "bundles" / "xlstm_vmunet_isic" / "configs"
+    for extra in ([], ["demo.json"]):
+        parser = ConfigParser()
+        parser.read_config([str(configs / f) for f in ["train.json", "evaluate.json", *extra]])
+        compute = parser.get_parsed_content("validate#handlers#2#compute", instantiate=True)
+        assert compute.protocol.size == tuple(parser.get_parsed_content("image_size"))
