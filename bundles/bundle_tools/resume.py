@@ -160,7 +160,7 @@ def _exiting_event():
     return _main_process_exiting
 
 
-def _quiet_worker_init(worker_id: int, main_exiting=None) -> None:
+def _quiet_worker_init(worker_id: int, main_exiting) -> None:
     """MONAI's worker seeding, and workers that leave SIGINT/SIGTERM to the main process.
 
     Ctrl-C reaches the whole process group and schedulers send SIGTERM to every process of a job: a worker that died
@@ -170,10 +170,7 @@ def _quiet_worker_init(worker_id: int, main_exiting=None) -> None:
     command never ends. ``main_exiting`` tells the two apart.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if main_exiting is None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    else:
-        signal.signal(signal.SIGTERM, functools.partial(_worker_sigterm, main_exiting))
+    signal.signal(signal.SIGTERM, functools.partial(_worker_sigterm, main_exiting))
     monai_worker_init_fn(worker_id)
 
 
