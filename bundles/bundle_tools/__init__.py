@@ -24,7 +24,7 @@ from .paths import bundle_root
 from .pictures import OverlaySaver, TrainingCurvePlotter, overlay_figure
 from .spatial import MetaSafeSpacingd
 from .training import GradientClipping, deep_supervision_weights
-from .transforms import MirrorTTAInferer, RandRotateScaled, RegionsToLabelsd, rotation_safe_crop_size
+from .transforms import MirrorTTAInferer, RandRotateScaled, RegionsToLabelsd, crop_margin, rotation_safe_crop_size
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -45,6 +45,7 @@ __all__ = [
     "OnnxNetwork",
     "RandRotateScaled",
     "rotation_safe_crop_size",
+    "crop_margin",
     "OrganDiceNSD",
     "OverlaySaver",
     "PROTOCOLS",

@@ -14,7 +14,7 @@ from monai.transforms import Affined, CenterSpatialCropd, MapTransform, Randomiz
 
 from .checks import flag
 
-__all__ = ["RegionsToLabelsd", "MirrorTTAInferer", "RandRotateScaled", "rotation_safe_crop_size"]
+__all__ = ["RegionsToLabelsd", "MirrorTTAInferer", "RandRotateScaled", "rotation_safe_crop_size", "crop_margin"]
 
 
 class RegionsToLabelsd(MapTransform):
@@ -121,6 +121,26 @@ def rotation_safe_crop_size(patch_size: Sequence[int], rotate_axes: Sequence[int
     for axis in rotate_axes:
         size[axis] = int(math.ceil(diagonal / min_scale))
     return size
+
+
+def crop_margin(patch_size: Sequence[int], crop_size: Sequence[int]) -> list[int]:
+    """``BorderPadd``'s ``spatial_border`` that lets a ``crop_size`` region centre wherever a ``patch_size`` patch can.
+
+    A label-sampled crop must lie inside the image, so MONAI moves its centre inwards. For the enlarged,
+    rotation-safe region that would confine the final patch to the image's middle (AMOS: a 324² region of a ~320²
+    slice is the whole slice, so every 224×160 patch was the same centre window). nnU-Net instead lets the enlarged
+    region overhang the image by ``(crop - patch) / 2`` per side (``need_to_pad`` in its data loader); padding by
+    that margin first does the same. Returns ``[before_0, after_0, before_1, after_1, ...]``.
+
+    Example: ``crop_margin([224, 160, 48], [324, 324, 48])`` is ``[50, 50, 82, 82, 0, 0]``.
+    """
+    if len(patch_size) != len(crop_size) or any(int(c) < int(p) for p, c in zip(patch_size, crop_size)):
+        raise ValueError(f"crop_size {list(crop_size)} must hold patch_size {list(patch_size)} on every axis")
+    border = []
+    for patch, crop in zip(patch_size, crop_size):
+        extra = int(crop) - int(patch)
+        border += [extra // 2, extra - extra // 2]
+    return border
 
 
 class RandRotateScaled(RandomizableTransform, MapTransform):

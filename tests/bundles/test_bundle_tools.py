@@ -423,6 +423,13 @@ def test_rotate_scale_without_a_draw_is_an_exact_centre_crop():
     assert tools.rotation_safe_crop_size([224, 160, 48], [0, 1]) == [324, 324, 48]
 
 
+def test_crop_margin_lets_the_enlarged_region_overhang_by_half_the_difference():
+    assert tools.crop_margin([224, 160, 48], [324, 324, 48]) == [50, 50, 82, 82, 0, 0]
+    assert tools.crop_margin([64, 63], [91, 91]) == [13, 14, 14, 14]  # odd differences: the extra voxel after
+    with pytest.raises(ValueError, match=r"crop_size \[100, 324\] must hold patch_size \[224, 160\]"):
+        tools.crop_margin([224, 160], [100, 324])
+
+
 def test_rotate_scale_rotates_in_plane_as_rot90_does():
     image = torch.rand(1, 9, 9, 5)
     label = (image > 0.5).float()

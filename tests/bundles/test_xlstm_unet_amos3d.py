@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from xlstm_bundle_tools.checks import InvalidInputError
 from bundle_scripts import load_bundle_script
@@ -159,3 +160,48 @@ def test_bundle_network_parameter_count():
     parser["bundle_root"] = str(BUNDLE)
     network = parser.get_parsed_content("network_def")
     assert sum(p.numel() for p in network.parameters()) == 41_432_334
+
+
+def _crop_pipeline(**overrides):
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    pipeline = Compose(parser.get_parsed_content("crop_transforms"))
+    pipeline.set_random_state(seed=0)
+    return pipeline, parser["patch_size"]
+
+
+def test_training_patches_are_sampled_over_the_whole_volume_not_only_its_centre():
+    # A volume a little larger than the patch in-plane (AMOS MRI at 1.19 mm is about 300 x 260), labels spread
+    # everywhere so that the label-sampled centres are uniform: the patches must then start anywhere a 224x160x48
+    # patch fits, as a plain patch crop would. Without the border pad, the 324x324 rotation-safe region is the
+    # whole slice and every patch was the same centre window (origin 38, 50).
+    pipeline, patch = _crop_pipeline(rotation_prob=0.0, scaling_prob=0.0)  # a plain centre crop after sampling
+    shape = (300, 260, 60)
+    index = torch.arange(1, 1 + int(np.prod(shape)), dtype=torch.float32).reshape(1, *shape)  # 0 only in padding
+    labels = torch.randint(0, 14, (1, *shape), generator=torch.Generator().manual_seed(0))
+    origins = []
+    for _ in range(16):
+        sample = pipeline({"image": index, "label": labels})
+        sample = sample[0] if isinstance(sample, list) else sample
+        image = sample["image"]
+        assert tuple(image.shape) == (1, *patch)
+        assert bool((image > 0).all()), "a patch of a volume larger than the patch reached into padding"
+        origins.append(np.unravel_index(int(image[0, 0, 0, 0]) - 1, shape))
+    free = [s - p for s, p in zip(shape, patch)]  # 76, 100, 12: the origins a patch can take
+    for axis in range(3):
+        seen = [o[axis] for o in origins]
+        assert min(seen) <= free[axis] // 4 and max(seen) >= 3 * free[axis] // 4, (axis, sorted(seen))
+
+
+def test_a_volume_smaller_than_the_patch_is_padded_around_a_centred_patch():
+    pipeline, patch = _crop_pipeline(rotation_prob=0.0, scaling_prob=0.0)
+    shape = (200, 150, 40)
+    image = torch.ones(1, *shape)
+    sample = pipeline({"image": image, "label": torch.ones(1, *shape, dtype=torch.long)})
+    sample = sample[0] if isinstance(sample, list) else sample
+    assert tuple(sample["image"].shape) == (1, *patch)
+    assert int(sample["image"].sum()) == int(np.prod(shape))  # all of the volume is inside the patch
